@@ -1,0 +1,72 @@
+# `make run` and `make test` set everything up on a fresh Debian machine: missing Debian packages
+# (apt-get), uv, and the locked virtualenv in .venv. Later runs skip whatever is already there.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# uv must use the machine's python3 and never download an interpreter.
+export UV_PYTHON_DOWNLOADS := never
+
+VENV   := .venv
+PYTHON := $(VENV)/bin/python
+# Sentinel: the venv matches uv.lock. It lives in the venv, so deleting .venv resets it.
+SYNCED := $(VENV)/.make-synced
+
+HOST ?= 0.0.0.0
+PORT ?= 8080
+PYTEST_ARGS ?=
+
+# uv from the PATH, else the copy `pip install --user uv` put in python3's user site.
+UV = $(if $(shell command -v uv),uv,python3 -m uv)
+HAVE_UV_OR_PIP = $(shell (command -v uv || python3 -m uv --version || python3 -m pip --version) 2>/dev/null)
+
+# Debian packages to install, each listed only when what it provides is missing.
+DEBS = $(if $(shell command -v python3),,python3) $(if $(HAVE_UV_OR_PIP),,python3-pip)
+# The tests synthesise speech with espeak-ng.
+test test-fast: DEBS += $(if $(shell command -v espeak-ng),,espeak-ng)
+
+SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: help run test test-fast lint bench docs clean debs
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+run: $(SYNCED) ## Start the server on 0.0.0.0:8080 (change with HOST=... PORT=...)
+	$(VENV)/bin/opusagent serve --host $(HOST) --port $(PORT)
+
+# pytest exits 5 when it collects no test; that is not a failure here.
+test: $(SYNCED) ## Run the whole test suite, slow tests included
+	$(PYTHON) -m pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+test-fast: $(SYNCED) ## Run the tests not marked slow
+	$(PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+lint: $(SYNCED) ## ruff check, ruff format --check, mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy --strict src/opusagent
+
+bench: $(SYNCED) ## Measure the framework's per-frame overhead
+	$(PYTHON) bench/frame_path.py
+
+docs: $(SYNCED) ## Regenerate docs/settings.md
+	$(VENV)/bin/opusagent config --markdown > docs/settings.md
+
+clean: ## Remove caches, build and test artefacts (keeps .venv, re-syncs it next time)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist htmlcov .coverage $(SYNCED)
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
+
+$(SYNCED): pyproject.toml uv.lock | debs
+	$(UV) --version >/dev/null 2>&1 || PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --user uv
+	$(UV) sync --locked --python python3
+	touch $@
+
+debs:
+	@if [ -n "$(strip $(DEBS))" ]; then \
+		echo "Installing Debian packages: $(strip $(DEBS))"; \
+		$(SUDO) apt-get update; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y --no-install-recommends $(strip $(DEBS)); \
+	fi

@@ -1,0 +1,152 @@
+"""The FastAPI application: health and readiness checks, and one JSON shape for every error.
+
+Every 4xx and 5xx response has the body
+`{"error": {"status": <int>, "code": "<snake_case>", "message": "<sentence>", "detail": ...}}`,
+where `detail` is present only when there is more to say (e.g. the validation errors of a 422).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from opusagent import __version__
+from opusagent.config import Settings
+from opusagent.readiness import Loader, Readiness
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, loaders: Mapping[str, Loader] | None = None) -> FastAPI:
+    """A new application for `settings`; `loaders` are extra start-up components to wait for."""
+    readiness = Readiness()
+    for name, loader in (loaders or {}).items():
+        readiness.register(name, loader)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        readiness.start()
+        try:
+            yield
+        finally:
+            await readiness.stop()
+
+    app = FastAPI(title="OpusAgent", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.readiness = readiness
+
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(UnhandledErrorMiddleware)
+
+    @app.get("/health", summary="Liveness: the process is up and serving")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", summary="Readiness: every start-up component has loaded")
+    async def ready() -> JSONResponse:
+        components = readiness.components()
+        if readiness.ready:
+            return JSONResponse({"status": "ready", "components": components})
+        return error_response(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            "not_ready",
+            readiness.summary(),
+            detail={"components": components},
+        )
+
+    return app
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    detail: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """A response in the common error shape."""
+    error: dict[str, Any] = {"status": int(status), "code": code, "message": message}
+    if detail is not None:
+        error["detail"] = jsonable_encoder(detail)
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    status = HTTPStatus(exc.status_code)
+    code = re.sub(r"[^a-z0-9]+", "_", status.phrase.lower()).strip("_")
+    detail: Any = None
+    if isinstance(exc.detail, str) and exc.detail != status.phrase:
+        message = exc.detail
+    else:
+        message = _default_message(status, request)
+        if not isinstance(exc.detail, str):
+            detail = exc.detail
+    return error_response(status, code, message, detail, exc.headers)
+
+
+def _default_message(status: HTTPStatus, request: Request) -> str:
+    if status is HTTPStatus.NOT_FOUND:
+        return f"Nothing is served at {request.url.path}."
+    if status is HTTPStatus.METHOD_NOT_ALLOWED:
+        return f"{request.method} is not allowed on {request.url.path}."
+    return f"{status.phrase}."
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    noun = "problem" if len(errors) == 1 else "problems"
+    return error_response(
+        HTTPStatus.UNPROCESSABLE_ENTITY,
+        "validation_error",
+        f"The request is not valid ({len(errors)} {noun}; see detail).",
+        detail=errors,
+    )
+
+
+class UnhandledErrorMiddleware:
+    """Turns an exception no handler caught into a 500 in the common error shape, logged once.
+
+    Starlette's own handler for `Exception` answers and then re-raises, so the server logs the
+    traceback again and test clients raise; this middleware answers and stops there.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def send_tracking_start(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking_start)
+        except Exception:
+            if response_started:
+                raise
+            logger.exception("Unhandled error answering %s %s", scope["method"], scope["path"])
+            response = error_response(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "The server failed to answer this request; the error has been logged.",
+            )
+            await response(scope, receive, send)

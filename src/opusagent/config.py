@@ -1,0 +1,264 @@
+"""Settings: defaults, overridden by an optional YAML file, overridden by `OPUSAGENT_*` variables.
+
+Nested options use `__` between levels, e.g. `OPUSAGENT_TURN__END_OF_TURN_SILENCE_MS=400`, or the
+same nesting as mappings in the YAML file (`turn: {end_of_turn_silence_ms: 400}`).
+"""
+
+from __future__ import annotations
+
+import json
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_core import PydanticUndefined
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+from opusagent.call.turn_policy import TurnPolicy
+
+ENV_PREFIX = "OPUSAGENT_"
+ENV_NESTED_DELIMITER = "__"
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+Environment = Literal["development", "production"]
+
+
+class Settings(BaseSettings):
+    """Everything the server reads at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        extra="forbid",
+        frozen=True,
+    )
+
+    host: str = Field("127.0.0.1", description="Address the HTTP and WebSocket server binds to.")
+    port: int = Field(8080, ge=1, le=65535, description="TCP port the server listens on.")
+    log_level: LogLevel = Field("info", description="Lowest level of log messages printed.")
+    environment: Environment = Field(
+        "development", description="Whether this server is a development or a production one."
+    )
+    vad_threads: int = Field(
+        1, ge=1, description="Threads onnxruntime may use for each voice activity detector run."
+    )
+    inference_workers: int = Field(
+        2,
+        ge=1,
+        description="Size of the bounded worker pool that runs model inference off the loop.",
+    )
+    recordings_dir: Path | None = Field(
+        None, description="Folder where call recordings are written; unset records nothing."
+    )
+    turn: TurnPolicy = Field(
+        default_factory=TurnPolicy,
+        description="Turn-taking: when the caller's turn starts and ends, and barge-in.",
+    )
+
+
+class ConfigError(Exception):
+    """Settings could not be loaded; the message names the file or variable and the key."""
+
+
+def load_settings(
+    config_file: Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Build settings from defaults, then `config_file`, then the environment, then `overrides`.
+
+    `overrides` holds values given on the command line; they win over everything else.
+    """
+    file_values = read_config_file(config_file) if config_file is not None else {}
+    env_values = EnvSettingsSource(Settings)()
+    merged = _deep_merge(_deep_merge(file_values, env_values), overrides or {})
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        problems = [
+            _describe_error(err["loc"], err["msg"], config_file, env_values, overrides or {})
+            for err in exc.errors()
+        ]
+        raise ConfigError("Invalid settings:\n" + "\n".join(problems)) from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The mapping stored in a YAML settings file (an empty file is an empty mapping)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"Cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+            where = f" at line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1}"
+        problem = exc.problem if isinstance(exc, yaml.MarkedYAMLError) else str(exc)
+        raise ConfigError(f"Config file {path} is not valid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"Config file {path} must hold a mapping of settings, not {type(data).__name__}."
+        )
+    return data
+
+
+def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `top` laid over it; nested mappings are merged key by key."""
+    merged = dict(base)
+    for key, value in top.items():
+        below = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(below, Mapping):
+            merged[key] = _deep_merge(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe_error(
+    loc: tuple[int | str, ...],
+    msg: str,
+    config_file: Path | None,
+    env_values: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+) -> str:
+    """One line naming where a bad value came from (option, variable or file) and its key."""
+    keys = [str(part) for part in loc]
+    if msg == "Extra inputs are not permitted":
+        msg = "unknown setting"
+    if found := _found_path(overrides, keys):
+        return f"  command-line option {found[0]}: {msg}"
+    if found := _found_path(env_values, keys):
+        env_var = ENV_PREFIX + ENV_NESTED_DELIMITER.join(found).upper()
+        return f"  environment variable {env_var}: {msg}"
+    if config_file is not None:
+        return f"  config file {config_file}, key {'.'.join(keys)}: {msg}"
+    return f"  {'.'.join(keys)}: {msg}"
+
+
+def _found_path(values: Mapping[str, Any], keys: list[str]) -> list[str]:
+    """The part of the nested path `keys` that `values` holds a value at, or [] if none."""
+    node: Any = values
+    found: list[str] = []
+    for key in keys:
+        if not isinstance(node, Mapping):
+            break
+        if key not in node:
+            return []
+        node = node[key]
+        found.append(key)
+    return found
+
+
+# --- the settings table ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SettingRow:
+    """One line of the settings table: a leaf setting with its environment variable."""
+
+    env_var: str
+    path: tuple[str, ...]
+    type_name: str
+    default: str
+    description: str
+
+
+def settings_table(
+    model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX, path: tuple[str, ...] = ()
+) -> list[SettingRow]:
+    """Every setting of `model`, nested models expanded into their own fields."""
+    rows: list[SettingRow] = []
+    for name, field in model.model_fields.items():
+        env_var = prefix + name.upper()
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(settings_table(annotation, env_var + ENV_NESTED_DELIMITER, (*path, name)))
+            continue
+        default = field.get_default(call_default_factory=True)
+        rows.append(
+            SettingRow(
+                env_var=env_var,
+                path=(*path, name),
+                type_name=type_name(annotation),
+                default="" if default is PydanticUndefined else format_value(default),
+                description=field.description or "",
+            )
+        )
+    return rows
+
+
+def current_value(settings: BaseModel, row: SettingRow) -> str:
+    """The value `settings` holds for the setting described by `row`, formatted for a table."""
+    value: Any = settings
+    for name in row.path:
+        value = getattr(value, name)
+    return format_value(value)
+
+
+def type_name(annotation: Any) -> str:
+    """A short readable name for a field's type, e.g. `int`, `path | none`, `"a" | "b"`."""
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return " | ".join(
+            f'"{arg}"' if isinstance(arg, str) else str(arg) for arg in get_args(annotation)
+        )
+    if origin in (Union, types.UnionType):
+        return " | ".join(type_name(arg) for arg in get_args(annotation))
+    if origin is not None:
+        args = ", ".join(type_name(arg) for arg in get_args(annotation))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    if annotation is type(None):
+        return "none"
+    if annotation is Path:
+        return "path"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def format_value(value: Any) -> str:
+    """A setting's value written the way it is given in an environment variable (JSON for sets)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, frozenset | set):
+        return json.dumps(sorted(value))
+    if isinstance(value, list | tuple):
+        return json.dumps(list(value))
+    return str(value)
+
+
+def settings_markdown() -> str:
+    """The Markdown document of every setting, as kept in docs/settings.md."""
+    lines = [
+        "# Settings",
+        "",
+        "<!-- Generated by `opusagent config --markdown` (run `make docs`); do not edit. -->",
+        "",
+        "Each setting is read from an environment variable. The same settings can be given in a",
+        "YAML file passed with `--config`, using the lower-case names and nesting mappings for",
+        "the parts joined by `__` (for example `turn: {end_of_turn_silence_ms: 400}`).",
+        "Environment variables override the file; the file overrides the defaults.",
+        "",
+        "| Environment variable | Type | Default | Description |",
+        "| --- | --- | --- | --- |",
+    ]
+    for row in settings_table():
+        cells = (f"`{row.env_var}`", _code(row.type_name), _code(row.default), row.description)
+        lines.append("| " + " | ".join(_escape_cell(cell) for cell in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _code(text: str) -> str:
+    return f"`{text}`" if text else ""
+
+
+def _escape_cell(text: str) -> str:
+    return text.replace("|", "\\|")
