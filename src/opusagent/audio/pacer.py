@@ -1,9 +1,9 @@
 """Outbound pacing on a monotonic clock with a bounded lead.
 
 The provider plays our frames back to back. We keep an estimate of where its playout is
-(`playout_end`) and send a frame only while the audio buffered ahead of real time stays under
-`lead`. The estimate is anchored to the clock whenever the provider's buffer runs dry and then
-advances by whole frames, so it never drifts, however long the call.
+(`playout_end`) and send a frame only while the audio buffered ahead of real time stays
+within `lead`. The estimate is anchored to the clock whenever the provider's buffer runs dry
+and then advances by whole frames, so it never drifts, however long the call.
 """
 
 from __future__ import annotations
@@ -38,9 +38,8 @@ class Pacer:
         return max(0.0, self.playout_end - now)
 
     def delay_until_next(self, now: float) -> float:
-        """Seconds to wait before the next frame may be sent (0 when it may go now)."""
-        # A small tolerance keeps float rounding from costing a whole extra wake-up.
-        return max(0.0, self.playout_end - self._lead_s - now - 1e-6)
+        """Seconds to wait before one more frame fits within the lead (0 when it may go now)."""
+        return max(0.0, self.playout_end + self._frame_s - self._lead_s - now)
 
     def sent(self, now: float) -> float:
         """Record one frame sent at `now`; returns the clock time at which it starts playing."""

@@ -1,0 +1,116 @@
+"""Typed events into a Call (from a bridge) and typed outputs from a Call (to a bridge).
+
+A bridge turns its provider's messages into `CallEvent`s and turns `CallOutput`s back into
+its provider's messages. Nothing else crosses between a bridge and a Call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from opusagent.audio.formats import AudioChunk, AudioFormat
+
+# --- what the provider told us -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallerAudio:
+    """A chunk of the caller's audio, any size, in the call's inbound format."""
+
+    chunk: AudioChunk
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfReceived:
+    """One DTMF key pressed by the caller (0-9, *, #, A-D)."""
+
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkAcknowledged:
+    """The provider reports that the audio before a mark finished playing (or was cleared)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallerHungUp:
+    """The caller or the provider ended the call."""
+
+    reason: str = "hangup"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderError:
+    """The provider reported an error; fatal errors end the call."""
+
+    message: str
+    fatal: bool = False
+
+
+CallEvent = CallerAudio | DtmfReceived | MarkAcknowledged | CallerHungUp | ProviderError
+
+# --- what we tell the provider -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AgentAudio:
+    """A chunk of agent audio in the call's outbound format, sent when the pacer allows."""
+
+    chunk: AudioChunk
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClearPlayback:
+    """Drop everything the provider has buffered for playback (barge-in)."""
+
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """Ask the provider to acknowledge when the audio sent so far has played."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """Hand the caller to a human or another number."""
+
+    target: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HangUp:
+    """End the call from our side."""
+
+    reason: str = "agent"
+
+
+@dataclass(frozen=True, slots=True)
+class SendDtmf:
+    """Play DTMF digits into the call."""
+
+    digits: str
+
+
+AgentAction = Transfer | HangUp | SendDtmf
+"""What an agent may ask the call to do, in order with its speech."""
+
+CallOutput = AgentAudio | ClearPlayback | Mark | AgentAction
+
+
+@dataclass(frozen=True, slots=True)
+class CallMedia:
+    """What a bridge negotiated with its provider for one call."""
+
+    inbound: AudioFormat
+    outbound: AudioFormat
+    marks: bool
+    """True when the provider acknowledges marks; otherwise the pacer's clock stands in."""
+    frame_ms: int = 20
+    """Outbound audio is sent in frames of exactly this many milliseconds."""
