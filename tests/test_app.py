@@ -10,6 +10,7 @@ from fastapi import FastAPI, HTTPException
 
 from opusagent.app import create_app
 from opusagent.config import Settings
+from opusagent.voice.vad import SileroVAD
 
 
 @asynccontextmanager
@@ -51,9 +52,18 @@ def test_settings_are_on_app_state() -> None:
 
 
 async def test_ready_without_loaders() -> None:
-    response = await get(create_app(Settings()), "/ready")
+    response = await get(create_app(Settings(), loaders={}), "/ready")
     assert response.status_code == 200
     assert response.json() == {"status": "ready", "components": {}}
+
+
+async def test_ready_once_the_vad_model_is_loaded_and_warm() -> None:
+    app = create_app(Settings())
+    async with serving(app) as http:
+        await app.state.readiness.wait()
+        response = await http.get("/ready")
+        assert response.json() == {"status": "ready", "components": {"vad": {"state": "loaded"}}}
+        assert isinstance(app.state.vad, SileroVAD)
 
 
 async def test_ready_waits_for_a_slow_loader() -> None:

@@ -39,7 +39,7 @@ def test_config_show_lists_settings_with_current_values(monkeypatch: pytest.Monk
 
 def test_config_show_reads_the_config_file(tmp_path: Path) -> None:
     config = tmp_path / "opusagent.yaml"
-    config.write_text("inference_workers: 7\n", encoding="utf-8")
+    config.write_text("vad_threads: 7\n", encoding="utf-8")
     result = runner.invoke(app, ["config", "--show", "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert "│ 7 " in result.output
@@ -60,10 +60,10 @@ def test_bad_config_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_serve_refuses_bad_settings_before_starting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPUSAGENT_INFERENCE_WORKERS", "0")
+    monkeypatch.setenv("OPUSAGENT_VAD_THREADS", "0")
     result = runner.invoke(app, ["serve"])
     assert result.exit_code == 1
-    assert "OPUSAGENT_INFERENCE_WORKERS" in result.stderr
+    assert "OPUSAGENT_VAD_THREADS" in result.stderr
 
 
 def test_python_dash_m() -> None:

@@ -21,8 +21,7 @@ def write(path: Path, text: str) -> Path:
 def test_defaults() -> None:
     settings = load_settings()
     assert settings == Settings()
-    assert (settings.port, settings.vad_threads, settings.inference_workers) == (8080, 1, 2)
-    assert settings.recordings_dir is None
+    assert (settings.port, settings.vad_threads) == (8080, 1)
 
 
 def test_env_prefix_and_nested_delimiter(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,11 +36,11 @@ def test_env_prefix_and_nested_delimiter(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_yaml_file(tmp_path: Path) -> None:
     config = write(
         tmp_path / "opusagent.yaml",
-        "environment: production\nrecordings_dir: /srv/rec\nturn:\n  min_speech_ms: 120\n",
+        "environment: production\nvad_threads: 2\nturn:\n  min_speech_ms: 120\n",
     )
     settings = load_settings(config)
     assert settings.environment == "production"
-    assert settings.recordings_dir == Path("/srv/rec")
+    assert settings.vad_threads == 2
     assert settings.turn.min_speech_ms == 120
 
 

@@ -47,14 +47,6 @@ class Settings(BaseSettings):
     vad_threads: int = Field(
         1, ge=1, description="Threads onnxruntime may use for each voice activity detector run."
     )
-    inference_workers: int = Field(
-        2,
-        ge=1,
-        description="Size of the bounded worker pool that runs model inference off the loop.",
-    )
-    recordings_dir: Path | None = Field(
-        None, description="Folder where call recordings are written; unset records nothing."
-    )
     turn: TurnPolicy = Field(
         default_factory=TurnPolicy,
         description="Turn-taking: when the caller's turn starts and ends, and barge-in.",
