@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import subprocess
 import threading
-import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 import pytest
@@ -89,15 +86,10 @@ async def vad() -> AsyncIterator[SileroVAD]:
 
 
 @pytest.fixture(scope="module")
-def speech(tmp_path_factory: pytest.TempPathFactory) -> Samples:
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
-    path = tmp_path_factory.mktemp("speech") / "speech.wav"
-    text = "The quick brown fox jumps over the lazy dog. Please transfer me to billing."
-    subprocess.run(["espeak-ng", "-w", str(path), text], check=True)
-    with wave.open(str(path)) as wav:
-        rate = wav.getframerate()
-        audio = np.frombuffer(wav.readframes(wav.getnframes()), np.int16)
+def speech(speak: Callable[[str], tuple[Samples, int]]) -> Samples:
+    audio, rate = speak(
+        "The quick brown fox jumps over the lazy dog. Please transfer me to billing."
+    )
     resampled: Samples = soxr.resample(audio, rate, RATE)
     return resampled
 
