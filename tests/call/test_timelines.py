@@ -118,6 +118,8 @@ def test_backchannel_does_not_interrupt() -> None:
     assert result.turns[1].interrupted is False
     assert result.agent_lines() == [GREETING, LONG]
     assert len(answered(agent)) == 2
+    overlaps = [e.text for e in result.history if e.overlapped]
+    assert overlaps == ["mhm", "okay"]  # kept in the transcript, never a turn
 
 
 def test_false_interruption_resumes_the_cut_reply() -> None:

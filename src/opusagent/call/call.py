@@ -357,18 +357,25 @@ class Call:
                 self._speech_ended_at - self._paused_at <= self.policy.false_interruption_ms / 1000
             )
             if words == 0 and stopped_quickly:
+                self._keep_overlap(text)
                 self._resume()
                 return
             self._interrupt()
         elif self._speaking is not None:
             if words < max(1, self.policy.barge_in_min_words):
+                self._keep_overlap(text)
                 return
             self._interrupt()
-        if not words and not text:
+        if not text:
             self._arm_no_input()
             return
         self._history.append(HistoryEntry(Speaker.CALLER, text))
         self._start_reply(TurnKind.SPEECH, text=text, input_ended_at=self._speech_ended_at)
+
+    def _keep_overlap(self, text: str) -> None:
+        """What the caller said over the agent without cutting it off stays in the transcript."""
+        if text:
+            self._history.append(HistoryEntry(Speaker.CALLER, text, overlapped=True))
 
     def _on_dtmf(self, digit: str) -> None:
         self._cancel_timer("no_input")

@@ -110,6 +110,8 @@ class HistoryEntry:
     """For the agent: only the words the caller heard."""
     dtmf: str = ""
     """For the caller: digits entered in this turn."""
+    overlapped: bool = False
+    """For the caller: said over the agent (a backchannel) without taking the turn."""
     interrupted: bool = False
     generated: str = ""
     """For the agent: everything generated for this reply, heard or not."""
