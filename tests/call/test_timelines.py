@@ -63,7 +63,7 @@ def test_turn_ends_after_the_end_of_turn_silence() -> None:
 
     speech_turns = [t for t in result.turns if t.kind is TurnKind.SPEECH]
     assert [t.text for t in speech_turns] == ["I lost my card"]
-    assert speech_turns[0].input_ended_at == 4.2
+    assert speech_turns[0].input_ended_at == pytest.approx(4.2)
     assert speech_turns[0].response_latency is not None
     assert 0.5 <= speech_turns[0].response_latency <= 0.5 + 0.03
     assert agent.turns[1].text == "I lost my card"
@@ -132,7 +132,7 @@ def test_false_interruption_resumes_the_cut_reply() -> None:
     result = run_timeline(timeline, agent=agent, policy=policy)
 
     assert len(result.clears()) == 1
-    assert 7.25 <= result.clears()[0] <= 7.35  # paused on speech alone
+    assert 7.3 <= result.clears()[0] <= 7.4  # paused on speech alone
     reply = result.turns[1]
     assert reply.interrupted is False
     assert result.agent_lines() == [GREETING, LONG]

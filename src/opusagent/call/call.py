@@ -190,6 +190,9 @@ class Call:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._caller_s = 0.0
+        self._received_s = 0.0
+        self._audio_clock_offset = 0.0
+        """Clock time minus caller audio time at the latest arrival (the provider's pace)."""
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started_at = 0.0
@@ -272,6 +275,8 @@ class Call:
                 f"call {self.call_id}: caller audio is {chunk.format}, "
                 f"negotiated {self.media.inbound}"
             )
+        self._received_s += chunk.duration
+        self._audio_clock_offset = self._now() - self._received_s
         samples = self._inbound.to_samples(chunk.data)
         if not len(samples):
             return
@@ -282,7 +287,7 @@ class Call:
         self._vad_stream.push(samples)
         self._stt_stream.push(samples)
 
-    def _on_vad(self, probability: float, _stream_time: float) -> None:
+    def _on_vad(self, probability: float, stream_time: float) -> None:
         if self._end_reason is not None:
             return
         change = self._turns.update(probability)
@@ -294,7 +299,10 @@ class Call:
             self._check_barge_in()
         elif change is VoiceChange.ENDED:
             self._stt_stream.speech_ended()
-            self._speech_ended_at = self._now() - self._turns.trailing_silence_s
+            # When the caller really stopped: audio time mapped onto the clock by arrival, so
+            # the resampler's and the VAD's hold-ups count as latency, not as speech.
+            speech_end = stream_time - self._turns.trailing_silence_s
+            self._speech_ended_at = speech_end + self._audio_clock_offset
             self._awaiting_final = True
             self._set_timer("final", FINAL_TRANSCRIPT_TIMEOUT_S, self._complete_utterance)
         elif self._turns.speaking:

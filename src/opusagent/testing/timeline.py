@@ -261,7 +261,8 @@ async def _drive_caller(
     end = timeline.duration if timeline.hangup_at is None else timeline.hangup_at
     for k in range(round(end / FRAME_S)):
         t = k * FRAME_S
-        await asyncio.sleep(max(0.0, started_at + t - loop.time()))
+        # Like a provider, a frame goes out once its 20 ms have been captured.
+        await asyncio.sleep(max(0.0, started_at + t + FRAME_S - loop.time()))
         if call.ended or provider.hung_up:
             return
         if timeline.speaking_at(t):
