@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import wave
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from opusagent.call.events import (
@@ -324,6 +329,27 @@ def test_outbound_frames_are_exactly_20_ms_and_paced_in_real_time() -> None:
     lead = [p.start - t for (t, _), p in zip(frames, result.played, strict=True)]
     assert max(lead) <= 0.06 - 0.02 + 1e-5  # at most 60 ms buffered once a frame is sent
     assert result.played[-1].end - result.played[0].start == pytest.approx(len(frames) * 0.02)
+    assert abs(result.audio_sent() - 2.4) <= 0.02  # 8 words of 0.3 s: duration in = duration out
+
+
+def test_the_recording_puts_the_caller_left_and_the_agent_right(tmp_path: Path) -> None:
+    path = tmp_path / "call.wav"
+    timeline = Timeline(duration=6).say("I lost my card", at=3.0, seconds=1.0)
+
+    result = run_timeline(timeline, agent=greeter(reply="Okay."), recording=path)
+
+    with wave.open(str(path)) as wav:
+        assert (wav.getnchannels(), wav.getframerate()) == (2, 16000)
+        audio = np.frombuffer(wav.readframes(wav.getnframes()), np.int16).reshape(-1, 2)
+    caller, agent = np.abs(audio[:, 0].astype(np.int32)), np.abs(audio[:, 1].astype(np.int32))
+
+    def loud(channel: npt.NDArray[np.int32], start: float, end: float) -> bool:
+        return float(channel[int(start * 16000) : int(end * 16000)].mean()) > 500
+
+    assert loud(caller, 3.1, 3.9) and not loud(caller, 1.0, 2.0)
+    assert loud(agent, 0.1, 2.3) and not loud(agent, 3.1, 3.9)
+    reply = next(p for p in result.played if p.generation == 2)
+    assert loud(agent, reply.start + 0.02, reply.start + 0.2)
 
 
 def test_a_clear_is_only_sent_when_something_is_playing() -> None:

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 
 from opusagent.audio.codecs import encode
 from opusagent.audio.formats import MULAW_8K, AudioChunk, AudioFormat
+from opusagent.audio.recorder import StereoRecorder
 from opusagent.call.call import Call, Stages, TurnRecord
 from opusagent.call.events import (
     AgentAudio,
@@ -187,8 +189,12 @@ def run_timeline(
     marks: bool = True,
     audio_format: AudioFormat = MULAW_8K,
     stt_final_delay_s: float = 0.0,
+    recording: Path | None = None,
 ) -> TimelineResult:
-    """Play `timeline` against a real Call with the given (or fake) stages, in virtual time."""
+    """Play `timeline` against a real Call with the given (or fake) stages, in virtual time.
+
+    With `recording`, the call is recorded there as a stereo WAV (caller left, agent right).
+    """
 
     async def main() -> TimelineResult:
         return await play_timeline(
@@ -201,6 +207,7 @@ def run_timeline(
             marks=marks,
             audio_format=audio_format,
             stt_final_delay_s=stt_final_delay_s,
+            recording=recording,
         )
 
     return run_in_virtual_time(main)
@@ -217,6 +224,7 @@ async def play_timeline(
     marks: bool = True,
     audio_format: AudioFormat = MULAW_8K,
     stt_final_delay_s: float = 0.0,
+    recording: Path | None = None,
     call_id: str = "timeline",
 ) -> TimelineResult:
     """Play `timeline` on the running loop; several may run at once, sharing stages."""
@@ -228,7 +236,10 @@ async def play_timeline(
         tts=tts or FakeTTS(),
     )
     media = CallMedia(inbound=audio_format, outbound=audio_format, marks=marks)
-    call = Call(call_id, media, stages, provider.send, policy=policy)
+    recorder = None
+    if recording is not None:
+        recorder = StereoRecorder(recording, stages.stt.input_format.sample_rate)
+    call = Call(call_id, media, stages, provider.send, policy=policy, recorder=recorder)
     provider.call = call
     started_at = asyncio.get_running_loop().time()
     await call.start()
