@@ -23,8 +23,8 @@ HAVE_UV_OR_PIP = $(shell (command -v uv || python3 -m uv --version || python3 -m
 
 # Debian packages to install, each listed only when what it provides is missing.
 DEBS = $(if $(shell command -v python3),,python3) $(if $(HAVE_UV_OR_PIP),,python3-pip)
-# The tests synthesise speech with espeak-ng.
-test test-fast: DEBS += $(if $(shell command -v espeak-ng),,espeak-ng)
+# espeak-ng and flite are the fallback text-to-speech engines; the tests also make speech with them.
+DEBS += $(if $(shell command -v espeak-ng),,espeak-ng) $(if $(shell command -v flite),,flite)
 
 SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 
@@ -60,7 +60,7 @@ clean: ## Remove caches, build and test artefacts (keeps .venv, re-syncs it next
 
 $(SYNCED): pyproject.toml uv.lock | debs
 	$(UV) --version >/dev/null 2>&1 || PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --user uv
-	$(UV) sync --locked --python python3
+	$(UV) sync --locked --extra piper --python python3
 	touch $@
 
 debs:

@@ -117,6 +117,9 @@ class NullSTTStream:
     def speech_ended(self) -> None:
         pass
 
+    def expect(self, phrases: Sequence[str] | None) -> None:
+        pass
+
     async def results(self) -> AsyncIterator[Transcript]:
         await self._closed.wait()
         nothing: tuple[Transcript, ...] = ()

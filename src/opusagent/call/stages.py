@@ -8,7 +8,7 @@ declares; audio from TTS carries its own `AudioFormat`.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -69,6 +69,10 @@ class STTStream(Protocol):
 
     def speech_ended(self) -> None:
         """The VAD heard the utterance end; a final result for it should follow soon."""
+
+    def expect(self, phrases: Sequence[str] | None) -> None:
+        """Phrases the caller is likely to say next (a menu, yes/no, digits): a grammar hint
+        for the following utterances. None means free speech."""
 
     def results(self) -> AsyncIterator[Transcript]:
         """Partials and finals, in order, until the stream is closed."""
@@ -153,3 +157,6 @@ class TTS(Protocol):
     def output_format(self) -> AudioFormat: ...
 
     def synthesize(self, text: AsyncIterator[str]) -> AsyncIterator[SpeechChunk]: ...
+
+    async def prerender(self, texts: Sequence[str]) -> None:
+        """Synthesise texts known in advance (fixed prompts) so speaking them later is instant."""

@@ -120,6 +120,9 @@ class _ScriptedSTTStream:
     def speech_started(self) -> None:
         """Nothing to gate: the script knows what was said."""
 
+    def expect(self, phrases: Sequence[str] | None) -> None:
+        """The script is exact; hints change nothing."""
+
     def speech_ended(self) -> None:
         now = self._now_s
         texts = []
@@ -216,6 +219,9 @@ class FakeTTS:
         if buffered.strip():
             async for chunk in self._speak(buffered):
                 yield chunk
+
+    async def prerender(self, texts: Sequence[str]) -> None:
+        """Fake speech costs nothing to make; there is nothing to prepare."""
 
     async def _speak(self, sentence: str) -> AsyncIterator[SpeechChunk]:
         words = sentence.split()
