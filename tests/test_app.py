@@ -2,6 +2,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -57,13 +58,31 @@ async def test_ready_without_loaders() -> None:
     assert response.json() == {"status": "ready", "components": {}}
 
 
-async def test_ready_once_the_vad_model_is_loaded_and_warm() -> None:
-    app = create_app(Settings())
+@pytest.mark.slow
+async def test_ready_once_the_speech_models_are_loaded_and_warm(tmp_path: Path) -> None:
+    app = create_app(Settings(tts_cache_dir=tmp_path))
     async with serving(app) as http:
         await app.state.readiness.wait()
         response = await http.get("/ready")
-        assert response.json() == {"status": "ready", "components": {"vad": {"state": "loaded"}}}
-        assert isinstance(app.state.vad, SileroVAD)
+        loaded = {"state": "loaded"}
+        assert response.json() == {
+            "status": "ready",
+            "components": {"vad": loaded, "stt": loaded, "tts": loaded},
+        }
+        assert isinstance(app.state.voice.vad, SileroVAD)
+
+
+async def test_an_engine_that_cannot_run_here_is_named_by_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shutil.which", lambda program: None)
+    app = create_app(Settings(tts="flite", tts_cache_dir=tmp_path))
+    async with serving(app) as http:
+        await app.state.readiness.wait()
+        error = assert_error(await http.get("/ready"), 503, "not_ready")
+        tts = error["detail"]["components"]["tts"]
+        assert tts["state"] == "failed"
+        assert "tts=flite cannot run here: flite is missing (apt-get install flite)" in tts["error"]
 
 
 async def test_ready_waits_for_a_slow_loader() -> None:

@@ -1,3 +1,4 @@
+import os
 import signal
 import socket
 import subprocess
@@ -80,7 +81,8 @@ def free_port() -> int:
         return port
 
 
-def test_serve_answers_health_and_ready_over_http() -> None:
+@pytest.mark.slow
+def test_serve_answers_health_at_once_and_ready_once_models_load(tmp_path: Path) -> None:
     port = free_port()
     entry_point = Path(sys.executable).parent / "opusagent"
     server = subprocess.Popen(
@@ -88,23 +90,57 @@ def test_serve_answers_health_and_ready_over_http() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env={**os.environ, "OPUSAGENT_TTS_CACHE_DIR": str(tmp_path)},
     )
     try:
-        answers: dict[str, httpx.Response] = {}
-        deadline = time.monotonic() + 20
+        health: httpx.Response | None = None
+        ready: httpx.Response | None = None
+        deadline = time.monotonic() + 60
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=2) as http:
-            while len(answers) < 2 and time.monotonic() < deadline:
+            while time.monotonic() < deadline and (ready is None or ready.status_code != 200):
                 assert server.poll() is None, "the server exited early"
                 try:
-                    answers = {path: http.get(path) for path in ("/health", "/ready")}
+                    health = health or http.get("/health")
+                    ready = http.get("/ready")
                 except httpx.TransportError:
-                    time.sleep(0.1)
-        assert answers, "the server did not answer within 20 s"
-        assert answers["/health"].json() == {"status": "ok"}
-        assert answers["/ready"].status_code == 200
+                    pass
+                time.sleep(0.1)
+        assert health is not None and health.json() == {"status": "ok"}
+        assert ready is not None and ready.status_code == 200, ready and ready.text
+        assert set(ready.json()["components"]) == {"vad", "stt", "tts"}
     finally:
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=10)
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells how it ended.
     assert server.returncode in (0, -signal.SIGTERM), output
     assert "Application shutdown complete" in output
+
+
+@pytest.mark.slow
+def test_say_then_transcribe_over_a_phone_line(tmp_path: Path) -> None:
+    wav = tmp_path / "agent.wav"
+    said = runner.invoke(
+        app,
+        ["say", "I would like to speak to an agent", "-o", str(wav), "--tts", "flite"],
+        env={"OPUSAGENT_TTS_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    assert said.exit_code == 0, said.output
+    assert f"Wrote {wav}" in said.output.replace("\n", "")
+
+    heard = runner.invoke(
+        app,
+        ["transcribe", str(wav), "--phone", "-g", "I would like to speak to an agent", "-g", "no"],
+    )
+    assert heard.exit_code == 0, heard.output
+    assert "i would like to speak to an agent" in heard.output
+
+
+def test_say_with_an_engine_that_cannot_run_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shutil.which", lambda program: None)
+    result = runner.invoke(app, ["say", "hello", "-o", str(tmp_path / "x.wav"), "--tts", "flite"])
+    assert result.exit_code == 1
+    assert "tts=flite cannot run here: flite is missing (apt-get install flite)" in (
+        result.stderr.replace("\n", "")
+    )

@@ -7,7 +7,6 @@ where `detail` is present only when there is more to say (e.g. the validation er
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -25,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from opusagent import __version__
 from opusagent.config import Settings
 from opusagent.readiness import Loader, Readiness
-from opusagent.voice.vad import SileroModel, SileroVAD
+from opusagent.voice.stack import VoiceStack
 
 logger = logging.getLogger(__name__)
 
@@ -33,15 +32,12 @@ logger = logging.getLogger(__name__)
 def create_app(settings: Settings, loaders: Mapping[str, Loader] | None = None) -> FastAPI:
     """A new application for `settings`.
 
-    `loaders` are the start-up components `/ready` waits for; by default the process's models
-    (the shared voice activity detector). Tests pass their own to control readiness.
+    `loaders` are the start-up components `/ready` waits for; by default the process's speech
+    models (VAD, STT, TTS). Tests pass their own to control readiness.
     """
     readiness = Readiness()
-
-    async def load_vad() -> None:
-        app.state.vad = await asyncio.to_thread(_warm_vad, settings.vad_threads)
-
-    for name, loader in ({"vad": load_vad} if loaders is None else loaders).items():
+    voice = VoiceStack(settings)
+    for name, loader in (voice.loaders() if loaders is None else loaders).items():
         readiness.register(name, loader)
 
     @asynccontextmanager
@@ -51,13 +47,12 @@ def create_app(settings: Settings, loaders: Mapping[str, Loader] | None = None) 
             yield
         finally:
             await readiness.stop()
-            if app.state.vad is not None:
-                await app.state.vad.aclose()
+            await voice.aclose()
 
     app = FastAPI(title="OpusAgent", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.readiness = readiness
-    app.state.vad = None
+    app.state.voice = voice
 
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -80,13 +75,6 @@ def create_app(settings: Settings, loaders: Mapping[str, Loader] | None = None) 
         )
 
     return app
-
-
-def _warm_vad(threads: int) -> SileroVAD:
-    """The process's shared voice activity detector, loaded and run once."""
-    vad = SileroVAD(SileroModel(threads=threads))
-    vad.warm_up()
-    return vad
 
 
 def error_response(

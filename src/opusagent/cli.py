@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 import uvicorn
@@ -14,15 +16,37 @@ from rich.text import Text
 
 from opusagent import __version__
 from opusagent.app import create_app
+from opusagent.call.stages import Samples
 from opusagent.config import (
     ConfigError,
     LogLevel,
     Settings,
+    TtsEngine,
     current_value,
     load_settings,
     settings_markdown,
     settings_table,
 )
+from opusagent.voice.engines import EngineChoiceError, build_stt, build_tts
+from opusagent.voice.offline import (
+    Segment,
+    Synthesis,
+    TimedTranscript,
+    find_utterances,
+    read_wav,
+    resample,
+    synthesize,
+    telephone,
+    write_wav,
+)
+from opusagent.voice.offline import transcribe as transcribe_segments
+from opusagent.voice.stt import STTUnavailableError
+from opusagent.voice.stt.pocketsphinx import PocketsphinxSTT
+from opusagent.voice.tts import EngineUnavailableError
+from opusagent.voice.vad import SileroModel, SileroVAD
+from opusagent.voice.workers import ModelWorkers
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="opusagent",
@@ -118,12 +142,116 @@ def config_command(
     console.print(table)
 
 
+@app.command()
+def say(
+    text: Annotated[str, typer.Argument(help="What to say.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="WAV file to write.")],
+    tts: Annotated[
+        TtsEngine | None, typer.Option(help="Synthesiser (default: the setting).")
+    ] = None,
+    voice: Annotated[str | None, typer.Option(help="Voice of that synthesiser.")] = None,
+    speed: Annotated[float | None, typer.Option(help="Speaking speed; 1.0 is normal.")] = None,
+    rate: Annotated[
+        int | None, typer.Option(help="Sample rate of the file (default: the voice's own).")
+    ] = None,
+    config: ConfigFileOption = None,
+) -> None:
+    """Speak TEXT into a WAV file with the offline synthesiser (no network)."""
+    overrides = {"tts": tts, "tts_voice": voice, "tts_speed": speed}
+    settings = _load(config, {key: value for key, value in overrides.items() if value is not None})
+    result = _run_voice(_say(settings, text))
+    samples, out_rate = result.samples, result.rate
+    if rate is not None and rate != out_rate:
+        samples, out_rate = resample(samples, out_rate, rate), rate
+    write_wav(output, samples, out_rate)
+    Console().print(
+        f"Wrote {output}: {len(samples) / out_rate:.2f} s at {out_rate} Hz "
+        f"(first audio after {result.first_audio_s * 1000:.0f} ms, "
+        f"all in {result.seconds * 1000:.0f} ms)",
+        highlight=False,
+    )
+
+
+@app.command()
+def transcribe(
+    wav: Annotated[
+        Path, typer.Argument(help="A 16-bit PCM WAV file.", exists=True, dir_okay=False)
+    ],
+    grammar: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grammar",
+            "-g",
+            help="An expected phrase (repeat the option for each); <digits:16> stands for "
+            "16 spoken digits. Without it: free speech.",
+        ),
+    ] = None,
+    phone: Annotated[
+        bool, typer.Option("--phone", help="Hear it as a phone call would: 8 kHz mu-law first.")
+    ] = False,
+    config: ConfigFileOption = None,
+) -> None:
+    """Transcribe the utterances of a WAV file with the offline recogniser (no network)."""
+    settings = _load(config)
+    samples, rate = read_wav(wav)
+    if phone:
+        samples, rate = telephone(samples, rate), 8000
+    vad = SileroVAD(SileroModel(settings.vad_threads))
+    audio = resample(samples, rate, vad.sample_rate)
+    segments = find_utterances(audio, vad, settings.turn)
+    console = Console()
+    if not segments:
+        console.print("No speech found.")
+        return
+    for line in _run_voice(_transcribe(settings, audio, segments, grammar)):
+        console.print(
+            f"[dim]{line.segment.start:6.2f}-{line.segment.end:6.2f} s[/dim]  {line.text}  "
+            f"[dim](final {line.final_after_s * 1000:.0f} ms after the audio was in)[/dim]"
+        )
+
+
+async def _say(settings: Settings, text: str) -> Synthesis:
+    workers = ModelWorkers(1)
+    try:
+        tts = build_tts(settings, workers)
+        await asyncio.to_thread(tts.load)
+        return await synthesize(tts, text)
+    finally:
+        workers.close()
+
+
+async def _transcribe(
+    settings: Settings, audio: Samples, segments: list[Segment], grammar: list[str] | None
+) -> list[TimedTranscript]:
+    workers = ModelWorkers(1)
+    stt = build_stt(settings, workers)
+    try:
+        await asyncio.to_thread(stt.load)
+        return await transcribe_segments(audio, stt, segments, grammar=grammar or None)
+    finally:
+        if isinstance(stt, PocketsphinxSTT):
+            stt.close()
+        workers.close()
+
+
+def _run_voice(work: Coroutine[Any, Any, T]) -> T:
+    """Run speech work; an engine that cannot run here is a clear error, not a traceback."""
+    try:
+        return asyncio.run(work)
+    except (EngineChoiceError, EngineUnavailableError, STTUnavailableError) as exc:
+        _fail(str(exc))
+
+
+def _fail(message: str) -> NoReturn:
+    Console(stderr=True).print(
+        f"Error: {message}", style="red", markup=False, highlight=False, soft_wrap=True
+    )
+    raise typer.Exit(1)
+
+
 def _load(config_file: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
     """Settings, or a clear message and exit status 1 when they cannot be loaded."""
     try:
         return load_settings(config_file, overrides)
     except ConfigError as exc:
-        Console(stderr=True).print(
-            f"Error: {exc}", style="red", markup=False, highlight=False, soft_wrap=True
-        )
-        raise typer.Exit(1) from None
+        _fail(str(exc))

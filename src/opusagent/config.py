@@ -26,6 +26,8 @@ ENV_NESTED_DELIMITER = "__"
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 Environment = Literal["development", "production"]
+SttEngine = Literal["pocketsphinx", "whisper"]
+TtsEngine = Literal["piper", "flite", "espeak"]
 
 
 class Settings(BaseSettings):
@@ -46,6 +48,33 @@ class Settings(BaseSettings):
     )
     vad_threads: int = Field(
         1, ge=1, description="Threads onnxruntime may use for each voice activity detector run."
+    )
+    inference_workers: int = Field(
+        2,
+        ge=1,
+        description="Threads in the pool where speech recognition and synthesis run, off the loop.",
+    )
+    stt: SttEngine = Field("pocketsphinx", description="Speech recogniser.")
+    stt_decoders: int = Field(
+        2,
+        ge=1,
+        description="pocketsphinx decoder processes (~126 MB each): utterances decoded at once "
+        "across all calls; more wait their turn.",
+    )
+    whisper_model_dir: Path | None = Field(
+        None,
+        description="Folder with a CTranslate2 Whisper model for stt=whisper (never downloaded).",
+    )
+    tts: TtsEngine = Field("piper", description="Speech synthesiser.")
+    tts_voice: str | None = Field(
+        None,
+        description="Voice: a Piper .onnx model path, an espeak-ng voice name or a flite voice; "
+        "unset uses the engine's default (Piper: the bundled en_US-joe-medium).",
+    )
+    tts_speed: float = Field(1.0, gt=0.25, le=4.0, description="Speaking speed; 1.0 is normal.")
+    tts_cache_dir: Path = Field(
+        Path("~/.cache/opusagent/tts"),
+        description="Where pre-rendered speech is kept between runs (~ is the user's home).",
     )
     turn: TurnPolicy = Field(
         default_factory=TurnPolicy,
