@@ -53,6 +53,7 @@ import onnxruntime
 from rich.console import Console
 from rich.table import Table
 
+from machine import cpu_model
 from opusagent.audio.formats import MULAW_8K, PCM16_16K, AudioChunk, AudioFormat, Encoding
 from opusagent.audio.resample import AudioConverter
 from opusagent.call.call import Call, Stages
@@ -633,16 +634,6 @@ def vad_table(rows: Sequence[VadRow]) -> Table:
 
 
 # --- main ----------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_facts() -> dict[str, str]:

@@ -78,12 +78,15 @@ import numpy.typing as npt
 from rich.console import Console
 from rich.table import Table
 
+from machine import cpu_model
 from opusagent.call.stages import Samples, Transcript
 from opusagent.call.turn_policy import TurnPolicy
 from opusagent.call.turns import TurnDetector, VoiceChange
+from opusagent.config import Settings
+from opusagent.voice.engines import build_tts
 from opusagent.voice.offline import resample, synthesize, telephone
 from opusagent.voice.stt import PocketsphinxSTT, digits
-from opusagent.voice.tts import EspeakTTS, FliteTTS, StreamingTTS
+from opusagent.voice.tts import StreamingTTS
 from opusagent.voice.vad import SileroModel, SileroVAD
 from opusagent.voice.workers import ModelWorkers
 
@@ -194,13 +197,7 @@ def word_edits(reference: Sequence[str], hypothesis: Sequence[str]) -> int:
 
 def make_tts(engine: Engine, workers: ModelWorkers, cache: Path) -> StreamingTTS:
     """A new engine over the cache folder `cache` (empty: every piece is rendered)."""
-    if engine == "piper":
-        from opusagent.voice.tts.piper import PiperTTS  # GPL code loads only when chosen
-
-        return PiperTTS(workers, cache=cache)
-    if engine == "flite":
-        return FliteTTS(workers, cache=cache)
-    return EspeakTTS(workers, cache=cache)
+    return build_tts(Settings(tts=engine, tts_cache_dir=cache), workers)
 
 
 def spoken_number(number: str) -> str:
@@ -646,16 +643,6 @@ def tts_table(rows: Sequence[TtsRow], title: str, detail: bool) -> Table:
 
 
 # --- main ----------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def version(package: str) -> str:
