@@ -1,0 +1,206 @@
+"""The per-connection runner shared by every WebSocket bridge.
+
+A bridge module knows one provider's messages and nothing else: it supplies a `Translator` that
+turns each inbound text frame into a `StartCall`, a `CallEvent` or nothing, and each
+`CallOutput` into an outbound text frame (or a request to close the socket). `run_session`
+does the rest for every provider alike: it creates the one `Call` of the connection when the
+stream starts, hands it events without blocking, sends its outputs, ends it when the socket
+closes, and closes the socket when the call ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from opusagent.call.call import Call, SendOutput
+from opusagent.call.events import CallerHungUp, CallEvent, CallMedia, CallOutput
+
+log = logging.getLogger(__name__)
+
+POLICY_VIOLATION = 1008
+"""WebSocket close code for a connection refused on policy (RFC 6455 §7.4.1)."""
+UNSUPPORTED_DATA = 1003
+"""WebSocket close code for a stream whose data we cannot take (RFC 6455 §7.4.1)."""
+INTERNAL_ERROR = 1011
+"""WebSocket close code for a server that cannot go on (RFC 6455 §7.4.1)."""
+
+
+class CallFactory(Protocol):
+    """Builds the (not yet started) `Call` for one connection.
+
+    `send` is the bridge's writer, to be passed to the Call; `params` are the provider's custom
+    parameters for this call (e.g. Twilio's `<Parameter>`s).
+    """
+
+    def __call__(
+        self, call_id: str, media: CallMedia, send: SendOutput, params: Mapping[str, str]
+    ) -> Call: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StartCall:
+    """The provider's stream has started: create the connection's call."""
+
+    call_id: str
+    media: CallMedia
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSocket:
+    """Close the WebSocket (e.g. to hang up where closing is how a provider learns it)."""
+
+    reason: str
+
+
+class InvalidMessageError(ValueError):
+    """An inbound message that cannot be understood; it is logged and ignored."""
+
+
+class StreamRefusedError(Exception):
+    """The stream cannot be served (e.g. an audio format we do not speak); the socket closes."""
+
+
+class Translator(Protocol):
+    """One provider's protocol, for one connection."""
+
+    def inbound(self, text: str) -> StartCall | CallEvent | None:
+        """The meaning of one text frame; None when it needs no action.
+
+        Raises `InvalidMessageError` for a frame to ignore, `StreamRefusedError` for a stream
+        to refuse.
+        """
+        ...
+
+    def outbound(self, output: CallOutput) -> str | CloseSocket | None:
+        """The text frame for one output; None when this provider has nothing to send."""
+        ...
+
+
+class _Session:
+    def __init__(self, websocket: WebSocket, translator: Translator, calls: CallFactory) -> None:
+        self._ws = websocket
+        self._translator = translator
+        self._calls = calls
+        self._call: Call | None = None
+        self._closing = False
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def run(self) -> str | None:
+        try:
+            while (text := await self._receive()) is not None:
+                if not await self._on_text(text):
+                    break
+        finally:
+            call = self._call
+            if call is not None:
+                call.handle(CallerHungUp("socket_closed"))
+                await call.wait_closed()
+            if self._watcher is not None:
+                await self._watcher
+            await self._close(reason="session ended")
+        return call.end_reason if call is not None else None
+
+    async def _receive(self) -> str | None:
+        """The next text frame; None once the socket is closed."""
+        while True:
+            try:
+                message = await self._ws.receive()
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                return None
+            if message["type"] == "websocket.disconnect":
+                return None
+            text = message.get("text")
+            if text is not None:
+                return str(text)
+            log.warning(
+                "%s: ignoring a binary frame; this protocol uses text frames", self._ws.url.path
+            )
+
+    async def _on_text(self, text: str) -> bool:
+        """Handle one frame; False when the session must stop."""
+        try:
+            meaning = self._translator.inbound(text)
+        except InvalidMessageError as exc:
+            log.warning("%s: ignoring an invalid message: %s", self._ws.url.path, exc)
+            return True
+        except StreamRefusedError as exc:
+            log.error("%s: refusing the stream: %s", self._ws.url.path, exc)
+            await self._close(code=UNSUPPORTED_DATA, reason=str(exc))
+            return False
+        if meaning is None:
+            return True
+        if isinstance(meaning, StartCall):
+            try:
+                await self._start(meaning)
+            except Exception:
+                log.exception("call %s: could not be started", meaning.call_id)
+                await self._close(code=INTERNAL_ERROR, reason="call could not be started")
+                return False
+        elif self._call is None:
+            log.warning("%s: ignoring %s before the stream started", self._ws.url.path, meaning)
+        else:
+            try:
+                self._call.handle(meaning)
+            except Exception:
+                log.exception("call %s: failed to handle %s", self._call.call_id, meaning)
+        return True
+
+    async def _start(self, start: StartCall) -> None:
+        if self._call is not None:
+            log.warning("%s: ignoring a second start on one connection", self._ws.url.path)
+            return
+        call = self._calls(start.call_id, start.media, self._send, start.params)
+        self._call = call
+        await call.start()
+        self._watcher = asyncio.create_task(self._close_when_ended(call))
+
+    async def _close_when_ended(self, call: Call) -> None:
+        reason = await call.wait_closed()
+        await self._close(reason=f"call ended: {reason}")
+
+    async def _send(self, output: CallOutput) -> None:
+        """The Call's writer (called only from its sender task)."""
+        frame = self._translator.outbound(output)
+        if frame is None:
+            return
+        if isinstance(frame, CloseSocket):
+            await self._close(reason=frame.reason)
+            return
+        if self._closing:
+            return
+        try:
+            await self._ws.send_text(frame)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            # The receive loop sees the closed socket too and ends the call from there.
+            self._closing = True
+
+    async def _close(self, *, code: int = 1000, reason: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self._ws.application_state is WebSocketState.CONNECTED:
+            with contextlib.suppress(RuntimeError, OSError):
+                await self._ws.close(code=code, reason=_close_reason(reason))
+
+
+async def run_session(
+    websocket: WebSocket, translator: Translator, calls: CallFactory
+) -> str | None:
+    """Serve one accepted WebSocket until both the socket and its call are done.
+
+    Returns the call's end reason, or None when the stream never started a call.
+    """
+    return await _Session(websocket, translator, calls).run()
+
+
+def _close_reason(reason: str) -> str:
+    """`reason` cut to the 123 bytes of UTF-8 a close frame allows (RFC 6455 §5.5.1)."""
+    return reason.encode()[:123].decode(errors="ignore")
