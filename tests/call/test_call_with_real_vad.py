@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
-from opusagent.audio.formats import MULAW_8K, AudioChunk, AudioFormat, Encoding
+from opusagent.audio.formats import MULAW_8K, AudioFormat, Encoding
 from opusagent.audio.resample import AudioConverter
-from opusagent.call.call import Call, Stages
-from opusagent.call.events import CallerAudio, CallerHungUp, CallMedia
+from opusagent.call.call import Stages
 from opusagent.call.stages import TurnKind, UserTurn
-from opusagent.testing import FakeTTS, ScriptedAgent, ScriptedSTT, TwilioLikeProvider, Utterance
+from opusagent.testing import FakeTTS, ScriptedAgent, ScriptedSTT, Utterance, play_audio
 from opusagent.voice.vad import SileroVAD
 
 Speak = Callable[[str], tuple[npt.NDArray[np.int16], int]]
@@ -39,25 +37,13 @@ async def test_real_speech_ends_a_turn_and_gets_a_reply(speak: Speak) -> None:
     vad = SileroVAD()
     agent = ScriptedAgent(lambda turn: "Hello." if turn.kind is TurnKind.START else "Sure.")
     stt = ScriptedSTT([Utterance(LEAD_IN_S, LEAD_IN_S + speech_s, TEXT)])
-    provider = TwilioLikeProvider()
-    call = Call(
-        "real-vad",
-        CallMedia(MULAW_8K, MULAW_8K, marks=True),
-        Stages(vad=vad, stt=stt, agent=agent, tts=FakeTTS()),
-        provider.send,
-    )
-    provider.call = call
-    loop = asyncio.get_running_loop()
     try:
-        await call.start()
-        started = loop.time()
-        for k, frame in enumerate(frames):
-            await asyncio.sleep(max(0.0, started + k * 0.02 - loop.time()))
-            call.handle(CallerAudio(AudioChunk(frame, MULAW_8K)))
-        call.handle(CallerHungUp("caller"))
-        await call.wait_closed()
+        result = await play_audio(
+            b"".join(frames), Stages(vad=vad, stt=stt, agent=agent, tts=FakeTTS())
+        )
     finally:
         await vad.aclose()
+    call, started = result.call, result.started_at
 
     speech_turns: list[UserTurn] = [t for t in agent.turns if t.kind is TurnKind.SPEECH]
     assert [t.text for t in speech_turns] == [TEXT]

@@ -25,12 +25,11 @@ import numpy as np
 import pytest
 
 from opusagent.audio.codecs import encode
-from opusagent.audio.formats import MULAW_8K, PCM16_16K, AudioChunk, Encoding
+from opusagent.audio.formats import MULAW_8K, PCM16_16K, Encoding
 from opusagent.audio.resample import AudioConverter, StreamResampler
-from opusagent.call.call import Call, Stages
-from opusagent.call.events import CallerAudio, CallerHungUp, CallMedia
+from opusagent.call.call import Stages
 from opusagent.call.stages import Samples, Transcript, TurnKind
-from opusagent.testing import FakeTTS, ScriptedAgent, TwilioLikeProvider
+from opusagent.testing import FakeTTS, ScriptedAgent, play_audio
 from opusagent.voice.stt import (
     DecoderError,
     PocketsphinxSTT,
@@ -363,23 +362,8 @@ async def test_a_call_hears_the_caller_through_pocketsphinx(
     wire += b"\xff" * 8000  # a second of silence for the VAD to end the turn
     vad = SileroVAD()
     agent = ScriptedAgent(lambda turn: "Hello." if turn.kind is TurnKind.START else "Sure.")
-    provider = TwilioLikeProvider()
-    call = Call(
-        "pocketsphinx",
-        CallMedia(MULAW_8K, MULAW_8K, marks=True),
-        Stages(vad=vad, stt=stt, agent=agent, tts=FakeTTS()),
-        provider.send,
-    )
-    provider.call = call
-    loop = asyncio.get_running_loop()
     try:
-        await call.start()
-        began = loop.time()
-        for k in range(len(wire) // 160):
-            await asyncio.sleep(max(0.0, began + k * 0.02 - loop.time()))
-            call.handle(CallerAudio(AudioChunk(wire[k * 160 : (k + 1) * 160], MULAW_8K)))
-        call.handle(CallerHungUp("caller"))
-        await call.wait_closed()
+        await play_audio(wire, Stages(vad=vad, stt=stt, agent=agent, tts=FakeTTS()))
     finally:
         await vad.aclose()
     heard = " ".join(t.text for t in agent.turns if t.kind is TurnKind.SPEECH)

@@ -250,6 +250,44 @@ async def play_timeline(
     return TimelineResult(provider.outputs, provider.played, call.history, call.turns, reason)
 
 
+@dataclass(frozen=True, slots=True)
+class AudioCallResult:
+    call: Call
+    started_at: float
+    """Loop time at which the caller's audio begins (each frame goes once it is captured)."""
+
+
+async def play_audio(
+    audio: bytes,
+    stages: Stages,
+    *,
+    audio_format: AudioFormat = MULAW_8K,
+    policy: TurnPolicy | None = None,
+    call_id: str = "audio",
+) -> AudioCallResult:
+    """Call with recorded caller audio: 20 ms frames on the loop's clock, then hang up.
+
+    With real stages on a real loop this runs in real time; on a `VirtualTimeLoop`, at once.
+    """
+    provider = TwilioLikeProvider()
+    media = CallMedia(inbound=audio_format, outbound=audio_format, marks=True)
+    call = Call(call_id, media, stages, provider.send, policy=policy)
+    provider.call = call
+    loop = asyncio.get_running_loop()
+    await call.start()
+    started_at = loop.time()
+    size = audio_format.bytes_for(FRAME_S)
+    for k in range(len(audio) // size):
+        await asyncio.sleep(max(0.0, started_at + (k + 1) * FRAME_S - loop.time()))
+        if call.ended:
+            break
+        call.handle(CallerAudio(AudioChunk(audio[k * size : (k + 1) * size], audio_format)))
+    if not call.ended:
+        call.handle(CallerHungUp("caller"))
+    await call.wait_closed()
+    return AudioCallResult(call, started_at)
+
+
 def _press(call: Call, digit: str) -> None:
     if not call.ended:
         call.handle(DtmfReceived(digit))
