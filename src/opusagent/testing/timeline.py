@@ -235,18 +235,14 @@ async def play_timeline(
         agent=agent,
         tts=tts or FakeTTS(),
     )
-    media = CallMedia(inbound=audio_format, outbound=audio_format, marks=marks)
     recorder = None
     if recording is not None:
         recorder = StereoRecorder(recording, stages.stt.input_format.sample_rate)
-    call = Call(call_id, media, stages, provider.send, policy=policy, recorder=recorder)
-    provider.call = call
+    call = _connect(provider, call_id, stages, audio_format, marks, policy, recorder)
     started_at = asyncio.get_running_loop().time()
     await call.start()
     await _drive_caller(call, timeline, audio_format, provider, started_at)
-    if not call.ended:
-        call.handle(CallerHungUp("timeline_end"))
-    reason = await call.wait_closed()
+    reason = await _hang_up(call, "timeline_end")
     return TimelineResult(provider.outputs, provider.played, call.history, call.turns, reason)
 
 
@@ -269,10 +265,7 @@ async def play_audio(
 
     With real stages on a real loop this runs in real time; on a `VirtualTimeLoop`, at once.
     """
-    provider = TwilioLikeProvider()
-    media = CallMedia(inbound=audio_format, outbound=audio_format, marks=True)
-    call = Call(call_id, media, stages, provider.send, policy=policy)
-    provider.call = call
+    call = _connect(TwilioLikeProvider(), call_id, stages, audio_format, True, policy, None)
     loop = asyncio.get_running_loop()
     await call.start()
     started_at = loop.time()
@@ -282,10 +275,31 @@ async def play_audio(
         if call.ended:
             break
         call.handle(CallerAudio(AudioChunk(audio[k * size : (k + 1) * size], audio_format)))
-    if not call.ended:
-        call.handle(CallerHungUp("caller"))
-    await call.wait_closed()
+    await _hang_up(call, "caller")
     return AudioCallResult(call, started_at)
+
+
+def _connect(
+    provider: TwilioLikeProvider,
+    call_id: str,
+    stages: Stages,
+    fmt: AudioFormat,
+    marks: bool,
+    policy: TurnPolicy | None,
+    recorder: StereoRecorder | None,
+) -> Call:
+    """A Call (not yet started) whose far end is `provider`."""
+    media = CallMedia(inbound=fmt, outbound=fmt, marks=marks)
+    call = Call(call_id, media, stages, provider.send, policy=policy, recorder=recorder)
+    provider.call = call
+    return call
+
+
+async def _hang_up(call: Call, reason: str) -> str:
+    """End the call from the caller's side unless it already ended; why it ended."""
+    if not call.ended:
+        call.handle(CallerHungUp(reason))
+    return await call.wait_closed()
 
 
 def _press(call: Call, digit: str) -> None:
