@@ -30,6 +30,52 @@ SttEngine = Literal["pocketsphinx", "whisper"]
 TtsEngine = Literal["piper", "flite", "espeak"]
 
 
+class BridgeSettings(BaseModel):
+    """How providers reach this server, and the secrets that prove it is them."""
+
+    model_config = {"extra": "forbid", "frozen": True}
+
+    public_url: str | None = Field(
+        None,
+        description="Scheme and host providers reach this server at (e.g. "
+        "https://voice.example.com); unset, each request's Host header stands in.",
+    )
+    api_key: str | None = Field(
+        None,
+        description="Key required (header X-API-Key) by the REST API (/calls) and the dashboard; "
+        "unset leaves them open, for local development only.",
+    )
+    twilio_account_sid: str | None = Field(None, description="Twilio account SID (AC…).")
+    twilio_auth_token: str | None = Field(
+        None,
+        description="Twilio auth token: signs webhooks and streams (checked when set) and "
+        "authenticates REST calls (hang-up, transfer, outbound calls).",
+    )
+    twilio_from_number: str | None = Field(
+        None, description="Caller ID for outbound Twilio calls when a request names none."
+    )
+    audiocodes_token: str | None = Field(
+        None,
+        description="Shared token VoiceAI Connect sends as 'Authorization: Bearer …'; when set, "
+        "connections without it are refused.",
+    )
+    acs_token: str | None = Field(
+        None,
+        description="Bearer token required on Azure Communication Services media sockets "
+        "(e.g. added by a gateway); unset accepts any.",
+    )
+    telnyx_token: str | None = Field(
+        None,
+        description="Telnyx stream_auth_token expected as 'Authorization: Bearer …'; unset "
+        "accepts any.",
+    )
+    vonage_token: str | None = Field(
+        None,
+        description="Bearer token expected in the 'Authorization' header a Vonage NCCO sets on "
+        "the websocket endpoint; unset accepts any.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything the server reads at start-up."""
 
@@ -79,6 +125,10 @@ class Settings(BaseSettings):
     turn: TurnPolicy = Field(
         default_factory=TurnPolicy,
         description="Turn-taking: when the caller's turn starts and ends, and barge-in.",
+    )
+    bridges: BridgeSettings = Field(
+        default_factory=BridgeSettings,
+        description="Telephony providers: public URL, API key and per-provider credentials.",
     )
 
 

@@ -1,8 +1,8 @@
 """The per-connection runner shared by every WebSocket bridge.
 
 A bridge module knows one provider's messages and nothing else: it supplies a `Translator` that
-turns each inbound text frame into a `StartCall`, a `CallEvent` or nothing, and each
-`CallOutput` into an outbound text frame (or a request to close the socket). `run_session`
+turns each inbound frame (text or binary) into a `StartCall`, a `CallEvent` or nothing, and each
+`CallOutput` into an outbound frame (or a request to close the socket). `run_session`
 does the rest for every provider alike: it creates the one `Call` of the connection when the
 stream starts, hands it events without blocking, sends its outputs, ends it when the socket
 closes, and closes the socket when the call ends.
@@ -21,6 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from opusagent.call.call import Call, SendOutput
 from opusagent.call.events import CallerHungUp, CallEvent, CallMedia, CallOutput
+from opusagent.call.stages import Agent
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,12 @@ class CallFactory(Protocol):
     def __call__(
         self, call_id: str, media: CallMedia, send: SendOutput, params: Mapping[str, str]
     ) -> Call: ...
+
+
+class AgentFactory(Protocol):
+    """Builds the agent for one text-only conversation (no audio path, e.g. ConversationRelay)."""
+
+    def __call__(self, call_id: str, params: Mapping[str, str]) -> Agent: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,19 +75,23 @@ class StreamRefusedError(Exception):
     """The stream cannot be served (e.g. an audio format we do not speak); the socket closes."""
 
 
+Frame = str | bytes
+"""A WebSocket message: text (str) or binary (bytes)."""
+
+
 class Translator(Protocol):
     """One provider's protocol, for one connection."""
 
-    def inbound(self, text: str) -> StartCall | CallEvent | None:
-        """The meaning of one text frame; None when it needs no action.
+    def inbound(self, frame: Frame) -> StartCall | CallEvent | None:
+        """The meaning of one frame; None when it needs no action.
 
         Raises `InvalidMessageError` for a frame to ignore, `StreamRefusedError` for a stream
         to refuse.
         """
         ...
 
-    def outbound(self, output: CallOutput) -> str | CloseSocket | None:
-        """The text frame for one output; None when this provider has nothing to send."""
+    def outbound(self, output: CallOutput) -> Frame | CloseSocket | None:
+        """The frame for one output; None when this provider has nothing to send."""
         ...
 
 
@@ -95,8 +106,8 @@ class _Session:
 
     async def run(self) -> str | None:
         try:
-            while (text := await self._receive()) is not None:
-                if not await self._on_text(text):
+            while (frame := await self._receive()) is not None:
+                if not await self._on_frame(frame):
                     break
         finally:
             call = self._call
@@ -108,26 +119,23 @@ class _Session:
             await self._close(reason="session ended")
         return call.end_reason if call is not None else None
 
-    async def _receive(self) -> str | None:
-        """The next text frame; None once the socket is closed."""
-        while True:
-            try:
-                message = await self._ws.receive()
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                return None
-            if message["type"] == "websocket.disconnect":
-                return None
-            text = message.get("text")
-            if text is not None:
-                return str(text)
-            log.warning(
-                "%s: ignoring a binary frame; this protocol uses text frames", self._ws.url.path
-            )
+    async def _receive(self) -> Frame | None:
+        """The next frame; None once the socket is closed."""
+        try:
+            message = await self._ws.receive()
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return None
+        if message["type"] == "websocket.disconnect":
+            return None
+        text = message.get("text")
+        if text is not None:
+            return str(text)
+        return bytes(message.get("bytes") or b"")
 
-    async def _on_text(self, text: str) -> bool:
+    async def _on_frame(self, frame: Frame) -> bool:
         """Handle one frame; False when the session must stop."""
         try:
-            meaning = self._translator.inbound(text)
+            meaning = self._translator.inbound(frame)
         except InvalidMessageError as exc:
             log.warning("%s: ignoring an invalid message: %s", self._ws.url.path, exc)
             return True
@@ -177,7 +185,10 @@ class _Session:
         if self._closing:
             return
         try:
-            await self._ws.send_text(frame)
+            if isinstance(frame, bytes):
+                await self._ws.send_bytes(frame)
+            else:
+                await self._ws.send_text(frame)
         except (WebSocketDisconnect, RuntimeError, OSError):
             # The receive loop sees the closed socket too and ends the call from there.
             self._closing = True

@@ -37,6 +37,7 @@ from opusagent.bridges.session import (
     POLICY_VIOLATION,
     CallFactory,
     CloseSocket,
+    Frame,
     InvalidMessageError,
     StartCall,
     StreamRefusedError,
@@ -238,8 +239,10 @@ class TwilioTranslator:
     def stream_sid(self) -> str | None:
         return self._stream_sid
 
-    def inbound(self, text: str) -> StartCall | CallEvent | None:
-        message = _parse(text)
+    def inbound(self, frame: Frame) -> StartCall | CallEvent | None:
+        if isinstance(frame, bytes):
+            raise InvalidMessageError("binary frame; Media Streams uses text frames only")
+        message = _parse(frame)
         if isinstance(message, ConnectedMessage):
             return None
         if isinstance(message, StartMessage):
@@ -270,7 +273,7 @@ class TwilioTranslator:
         self._call_sid = start.call_sid
         return StartCall(start.call_sid, TWILIO_MEDIA, start.custom_parameters)
 
-    def outbound(self, output: CallOutput) -> str | CloseSocket | None:
+    def outbound(self, output: CallOutput) -> Frame | CloseSocket | None:
         sid = self._stream_sid
         if sid is None:
             raise RuntimeError("no Twilio stream has started on this connection")
@@ -301,6 +304,8 @@ class TwilioTranslator:
                     output,
                 )
                 return None
+            case _:
+                return None  # notices: Media Streams has no message for them
 
 
 def _parse(text: str) -> InboundMessage:

@@ -26,10 +26,14 @@ from opusagent.audio.resample import AudioConverter
 from opusagent.call.events import (
     AgentAction,
     AgentAudio,
+    AgentStatus,
     CallerAudio,
     CallerHungUp,
+    CallerSpeech,
+    CallerTranscript,
     CallEvent,
     CallMedia,
+    CallNotice,
     CallOutput,
     ClearPlayback,
     DtmfReceived,
@@ -37,6 +41,7 @@ from opusagent.call.events import (
     Mark,
     MarkAcknowledged,
     ProviderError,
+    ReplyLatency,
 )
 from opusagent.call.playback import ReplyLedger
 from opusagent.call.stages import (
@@ -296,9 +301,11 @@ class Call:
             self._cancel_timer("final")
             self._awaiting_final = False
             self._stt_stream.speech_started()
+            self._notify(CallerSpeech(started=True))
             self._check_barge_in()
         elif change is VoiceChange.ENDED:
             self._stt_stream.speech_ended()
+            self._notify(CallerSpeech(started=False))
             # When the caller really stopped: audio time mapped onto the clock by arrival, so
             # the resampler's and the VAD's hold-ups count as latency, not as speech.
             speech_end = stream_time - self._turns.trailing_silence_s
@@ -315,6 +322,10 @@ class Call:
             self._on_transcript(transcript)
 
     def _on_transcript(self, transcript: Transcript) -> None:
+        if transcript.text.strip():
+            self._notify(
+                CallerTranscript(transcript.text.strip(), transcript.final, transcript.confidence)
+            )
         if transcript.final:
             if transcript.text.strip():
                 self._finals.append(transcript.text.strip())
@@ -501,6 +512,9 @@ class Call:
             async for part in parts:
                 if isinstance(part, str):
                     yield part
+                elif isinstance(part, AgentStatus):
+                    if gen == self._generation:
+                        self._notify(part)
                 else:
                     actions.append(part)
                     return
@@ -659,6 +673,7 @@ class Call:
         record = self._turn_records[-1] if self._turn_records else None
         if record is not None and record.generation == generation and record.first_audio_at is None:
             record.first_audio_at = now
+            self._notify(ReplyLatency(generation, now - record.input_ended_at))
 
     async def _sleep_until(self, deadline: float | None) -> None:
         """Wait for new work, or until `deadline` on the loop clock; no fixed-period polling."""
@@ -671,6 +686,11 @@ class Call:
             handle.cancel()
 
     # --- timers and lifecycle ----------------------------------------------------------
+
+    def _notify(self, notice: CallNotice) -> None:
+        """Tell the bridge at once, ahead of paced audio."""
+        self._controls.append(notice)
+        self._wake.set()
 
     def _now(self) -> float:
         assert self._loop is not None, "Call.start() was not awaited"

@@ -6,7 +6,8 @@ its provider's messages. Nothing else crosses between a bridge and a Call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from opusagent.audio.formats import AudioChunk, AudioFormat
 
@@ -101,7 +102,45 @@ class SendDtmf:
 AgentAction = Transfer | HangUp | SendDtmf
 """What an agent may ask the call to do, in order with its speech."""
 
-CallOutput = AgentAudio | ClearPlayback | Mark | AgentAction
+# --- what we tell the provider about the call, for it to show or log -------------------------
+# Notices go out at once, never paced; a bridge whose protocol has no use for one drops it.
+
+
+@dataclass(frozen=True, slots=True)
+class CallerSpeech:
+    """Our VAD heard the caller start (True) or stop (False) speaking."""
+
+    started: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CallerTranscript:
+    """What our STT heard the caller say: partials may change, a final one does not."""
+
+    text: str
+    final: bool
+    confidence: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    """Where the agent is (e.g. the Finite State Agent's state and slots), as it moves."""
+
+    state: str
+    detail: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyLatency:
+    """The first audio of reply `generation` went out `seconds` after the caller's input ended."""
+
+    generation: int
+    seconds: float
+
+
+CallNotice = CallerSpeech | CallerTranscript | AgentStatus | ReplyLatency
+
+CallOutput = AgentAudio | ClearPlayback | Mark | AgentAction | CallNotice
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from opusagent.audio.formats import AudioChunk, AudioFormat
-from opusagent.call.events import AgentAction
+from opusagent.call.events import AgentAction, AgentStatus
 
 Samples = npt.NDArray[np.int16]
 """Mono signed 16-bit PCM samples."""
@@ -132,8 +132,9 @@ class UserTurn:
     generation: int = 0
 
 
-ReplyPart = str | AgentAction
-"""An agent reply streams text deltas to speak and actions to take after what precedes them."""
+ReplyPart = str | AgentAction | AgentStatus
+"""An agent reply streams text deltas to speak, actions to take after what precedes them, and
+status updates (where the agent now is) that are passed on at once."""
 
 
 class Agent(Protocol):
