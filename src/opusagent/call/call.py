@@ -41,6 +41,7 @@ from opusagent.call.events import (
     Mark,
     MarkAcknowledged,
     ProviderError,
+    ReplyAudioEnd,
     ReplyLatency,
 )
 from opusagent.call.playback import ReplyLedger
@@ -660,8 +661,10 @@ class Call:
             grace = self._pacer.buffered(now) + MARK_ACK_GRACE_S
             gen = item.generation
             self._set_timer("mark_grace", grace, lambda: self._reply_played(gen))
+            await self._send(ReplyAudioEnd(gen))
         else:
             self._reply_played(item.generation)
+            await self._send(ReplyAudioEnd(item.generation))
 
     def _track_inflight(self, now: float, ends_at: float, item: _Item) -> None:
         inflight = self._inflight

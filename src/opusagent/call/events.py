@@ -138,7 +138,18 @@ class ReplyLatency:
     seconds: float
 
 
-CallNotice = CallerSpeech | CallerTranscript | AgentStatus | ReplyLatency
+@dataclass(frozen=True, slots=True)
+class ReplyAudioEnd:
+    """No more audio follows for reply `generation` (it ended; it was not cut off).
+
+    Sent after the reply's last frame (and last mark, on providers with marks); a provider that
+    frames replies as streams (AudioCodes `playStream`) closes the stream here.
+    """
+
+    generation: int
+
+
+CallNotice = CallerSpeech | CallerTranscript | AgentStatus | ReplyLatency | ReplyAudioEnd
 
 CallOutput = AgentAudio | ClearPlayback | Mark | AgentAction | CallNotice
 
