@@ -107,7 +107,7 @@ def test_bad_env_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> No
 def test_table_covers_every_setting_with_a_description() -> None:
     rows = {row.env_var: row for row in settings_table()}
     nested = {"turn", "bridges"}
-    top_level = {f"OPUSAGENT_{name.upper()}" for name in Settings.model_fields if name not in nested}
+    top_level = {f"OPUSAGENT_{n.upper()}" for n in Settings.model_fields if n not in nested}
     assert top_level <= rows.keys()
     turn = rows["OPUSAGENT_TURN__END_OF_TURN_SILENCE_MS"]
     assert (turn.type_name, turn.default) == ("int", "500")

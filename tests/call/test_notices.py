@@ -7,6 +7,7 @@ import pytest
 from opusagent.call.events import (
     AgentAudio,
     AgentStatus,
+    AgentText,
     CallerSpeech,
     CallerTranscript,
     ReplyAudioEnd,
@@ -65,3 +66,12 @@ def test_reply_latency_and_audio_end_are_told_per_reply() -> None:
     assert latencies[speech_turn.generation] == pytest.approx(speech_turn.response_latency)
     ends = [n.generation for _, n in result.of_type(ReplyAudioEnd)]
     assert ends == [1, 2]
+
+
+def test_agent_words_are_told_as_they_are_synthesised() -> None:
+    timeline = Timeline(duration=6).say("I lost my card", at=3.0, seconds=1.2)
+
+    result = run_timeline(timeline, agent=ScriptedAgent(status_then_reply), policy=POLICY)
+
+    words = "".join(n.text for _, n in result.of_type(AgentText) if n.generation == 2)
+    assert words.strip() == "Hello there."

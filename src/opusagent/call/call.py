@@ -27,6 +27,7 @@ from opusagent.call.events import (
     AgentAction,
     AgentAudio,
     AgentStatus,
+    AgentText,
     CallerAudio,
     CallerHungUp,
     CallerSpeech,
@@ -551,6 +552,8 @@ class Call:
                 f"TTS declared {self._stages.tts.output_format} but produced {chunk.audio.format}"
             )
         reply.add_text(chunk.text)
+        if chunk.text:
+            self._notify(AgentText(reply.generation, chunk.text))
         self._enqueue_frames(reply, self._framer.push(self._outbound.to_bytes(chunk.audio.data)))
         if self.media.marks:
             self._pending.append(_MarkPoint(reply.generation, reply.audio_s, final=False))

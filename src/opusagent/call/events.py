@@ -123,6 +123,15 @@ class CallerTranscript:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentText:
+    """Words of reply `generation` as they are synthesised (before they play; a cut reply's
+    heard words are in the Call's history)."""
+
+    generation: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class AgentStatus:
     """Where the agent is (e.g. the Finite State Agent's state and slots), as it moves."""
 
@@ -149,7 +158,9 @@ class ReplyAudioEnd:
     generation: int
 
 
-CallNotice = CallerSpeech | CallerTranscript | AgentStatus | ReplyLatency | ReplyAudioEnd
+CallNotice = (
+    CallerSpeech | CallerTranscript | AgentText | AgentStatus | ReplyLatency | ReplyAudioEnd
+)
 
 CallOutput = AgentAudio | ClearPlayback | Mark | AgentAction | CallNotice
 
