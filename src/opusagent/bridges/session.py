@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -79,19 +79,40 @@ Frame = str | bytes
 """A WebSocket message: text (str) or binary (bytes)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Answer the provider at once with `frame` (a handshake step or a protocol-required answer
+    that is not a call event); allowed before the call starts."""
+
+    frame: Frame
+
+
+@dataclass(frozen=True, slots=True)
+class Act:
+    """Do something the protocol's socket cannot (e.g. a REST request that hangs up or transfers
+    the call). Run as its own task so paced audio is not held up; a failure is logged."""
+
+    what: str
+    run: Callable[[], Awaitable[None]]
+
+
+Inbound = StartCall | CallEvent | Reply
+Outbound = Frame | CloseSocket | Act
+
+
 class Translator(Protocol):
     """One provider's protocol, for one connection."""
 
-    def inbound(self, frame: Frame) -> StartCall | CallEvent | None:
-        """The meaning of one frame; None when it needs no action.
+    def inbound(self, frame: Frame) -> Inbound | list[Inbound] | None:
+        """The meaning of one frame, in order; None when it needs no action.
 
         Raises `InvalidMessageError` for a frame to ignore, `StreamRefusedError` for a stream
         to refuse.
         """
         ...
 
-    def outbound(self, output: CallOutput) -> Frame | CloseSocket | None:
-        """The frame for one output; None when this provider has nothing to send."""
+    def outbound(self, output: CallOutput) -> Outbound | list[Outbound] | None:
+        """What to send or do for one output, in order; None when this provider has nothing."""
         ...
 
 
@@ -103,6 +124,8 @@ class _Session:
         self._call: Call | None = None
         self._closing = False
         self._watcher: asyncio.Task[None] | None = None
+        self._acts: set[asyncio.Task[None]] = set()
+        self._write_lock = asyncio.Lock()
 
     async def run(self) -> str | None:
         try:
@@ -116,6 +139,8 @@ class _Session:
                 await call.wait_closed()
             if self._watcher is not None:
                 await self._watcher
+            if self._acts:
+                await asyncio.gather(*self._acts)
             await self._close(reason="session ended")
         return call.end_reason if call is not None else None
 
@@ -143,9 +168,15 @@ class _Session:
             log.error("%s: refusing the stream: %s", self._ws.url.path, exc)
             await self._close(code=UNSUPPORTED_DATA, reason=str(exc))
             return False
-        if meaning is None:
-            return True
-        if isinstance(meaning, StartCall):
+        for item in meaning if isinstance(meaning, list) else (meaning,) if meaning else ():
+            if not await self._on_inbound(item):
+                return False
+        return True
+
+    async def _on_inbound(self, meaning: Inbound) -> bool:
+        if isinstance(meaning, Reply):
+            await self._write(meaning.frame)
+        elif isinstance(meaning, StartCall):
             try:
                 await self._start(meaning)
             except Exception:
@@ -176,22 +207,39 @@ class _Session:
 
     async def _send(self, output: CallOutput) -> None:
         """The Call's writer (called only from its sender task)."""
-        frame = self._translator.outbound(output)
-        if frame is None:
-            return
-        if isinstance(frame, CloseSocket):
-            await self._close(reason=frame.reason)
-            return
-        if self._closing:
-            return
-        try:
-            if isinstance(frame, bytes):
-                await self._ws.send_bytes(frame)
+        result = self._translator.outbound(output)
+        for item in result if isinstance(result, list) else (result,) if result else ():
+            if isinstance(item, CloseSocket):
+                await self._close(reason=item.reason)
+            elif isinstance(item, Act):
+                self._start_act(item)
             else:
-                await self._ws.send_text(frame)
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            # The receive loop sees the closed socket too and ends the call from there.
-            self._closing = True
+                await self._write(item)
+
+    def _start_act(self, act: Act) -> None:
+        async def run() -> None:
+            try:
+                await act.run()
+            except Exception:
+                log.exception("%s: %s failed", self._ws.url.path, act.what)
+
+        task = asyncio.create_task(run())
+        self._acts.add(task)
+        task.add_done_callback(self._acts.discard)
+
+    async def _write(self, frame: Frame) -> None:
+        """Send one frame; the receive loop and the Call's sender both write, one at a time."""
+        async with self._write_lock:
+            if self._closing:
+                return
+            try:
+                if isinstance(frame, bytes):
+                    await self._ws.send_bytes(frame)
+                else:
+                    await self._ws.send_text(frame)
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                # The receive loop sees the closed socket too and ends the call from there.
+                self._closing = True
 
     async def _close(self, *, code: int = 1000, reason: str) -> None:
         if self._closing:
