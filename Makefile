@@ -24,7 +24,8 @@ HAVE_UV_OR_PIP = $(shell (command -v uv || python3 -m uv --version || python3 -m
 # Debian packages to install, each listed only when what it provides is missing.
 DEBS = $(if $(shell command -v python3),,python3) $(if $(HAVE_UV_OR_PIP),,python3-pip)
 # espeak-ng and flite are the fallback text-to-speech engines; the tests also make speech with them.
-DEBS += $(if $(shell command -v espeak-ng),,espeak-ng) $(if $(shell command -v flite),,flite)
+# graphviz draws agent graphs as SVG (`opusagent agent graph -o x.svg`).
+DEBS += $(if $(shell command -v espeak-ng),,espeak-ng) $(if $(shell command -v flite),,flite) $(if $(shell command -v dot),,graphviz)
 
 SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 
@@ -33,8 +34,9 @@ SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
+# One BLAS thread: numpy's sentence embeddings stall on busy machines otherwise (bench/nlu.py).
 run: $(SYNCED) ## Start the server on 0.0.0.0:8080 (change with HOST=... PORT=...)
-	$(VENV)/bin/opusagent serve --host $(HOST) --port $(PORT)
+	OPENBLAS_NUM_THREADS=1 $(VENV)/bin/opusagent serve --host $(HOST) --port $(PORT)
 
 # pytest exits 5 when it collects no test; that is not a failure here.
 test: $(SYNCED) ## Run the whole test suite, slow tests included

@@ -51,6 +51,7 @@ from opusagent.call.stages import (
     TTS,
     VAD,
     Agent,
+    ExpectSpeech,
     HistoryEntry,
     ReplyPart,
     Speaker,
@@ -517,6 +518,9 @@ class Call:
                 elif isinstance(part, AgentStatus):
                     if gen == self._generation:
                         self._notify(part)
+                elif isinstance(part, ExpectSpeech):
+                    if gen == self._generation:
+                        self._stt_stream.expect(part.phrases)
                 else:
                     actions.append(part)
                     return

@@ -132,9 +132,16 @@ class UserTurn:
     generation: int = 0
 
 
-ReplyPart = str | AgentAction | AgentStatus
+@dataclass(frozen=True, slots=True)
+class ExpectSpeech:
+    """What the caller is likely to say next (a grammar hint for the STT); None: free speech."""
+
+    phrases: tuple[str, ...] | None
+
+
+ReplyPart = str | AgentAction | AgentStatus | ExpectSpeech
 """An agent reply streams text deltas to speak, actions to take after what precedes them, and
-status updates (where the agent now is) that are passed on at once."""
+status updates and listening hints that take effect at once."""
 
 
 class Agent(Protocol):

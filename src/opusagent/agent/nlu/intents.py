@@ -127,10 +127,12 @@ class IntentClassifier:
         return [name for name in self._examples if name in among]
 
     def _embedding(self, text: str) -> Vectors:
-        if self._last is None or self._last[0] != text:
+        last = self._last  # read once: calls of several conversations run in worker threads
+        if last is None or last[0] != text:
             assert self._embedder is not None
-            self._last = (text, self._embedder.encode([text])[0])
-        return self._last[1]
+            last = (text, self._embedder.encode([text])[0])
+            self._last = last
+        return last[1]
 
     def _score(self, name: str, text: str, words: Sequence[str]) -> IntentMatch:
         best = IntentMatch(name, 0.0, "fuzzy")

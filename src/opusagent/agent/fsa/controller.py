@@ -1,0 +1,533 @@
+"""The controller: one turn in, the next state, the reply and the audit entry out.
+
+Each turn: collect the input (text, DTMF, event) → understand it (intent, slot values) → ask the
+LLM, when there is one, for a proposal (a transition and/or slot values, with a reason) →
+check every candidate transition's conditions in priority order → accept the proposal only if its
+transition holds, else take the first that holds → run the edge's tools → enter the state (its
+tools, its say, and any transition that needs no input) → the reply.
+
+The controller is deterministic: the same state, turn and proposal give the same outcome. It
+never changes the state it is given: `decide` returns a new `AgentState`, committed by the caller
+as one step (so a barge-in can never leave half a transition behind).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from opusagent.agent.fsa.audit import AuditEntry, ProposalRecord, ToolRecord, TransitionCheck
+from opusagent.agent.fsa.conditions import Facts, check, holds
+from opusagent.agent.fsa.spec import AgentSpec, StateSpec, ToolCallSpec, TransitionSpec
+from opusagent.agent.fsa.state import AgentState
+from opusagent.agent.fsa.templates import AgentTemplateError, render
+from opusagent.agent.nlu.intents import IntentClassifier
+from opusagent.agent.nlu.slots import Invalid, Parsed, expected_phrases, extract, spoken
+from opusagent.agent.tools.registry import ToolContext, ToolError, ToolRegistry
+from opusagent.call.events import AgentAction, HangUp, SendDtmf, Transfer
+from opusagent.call.stages import TurnKind
+
+MAX_CHAINED_TRANSITIONS = 8
+"""Transitions that need no input, taken one after another on entering states, at most."""
+REPEAT_INTENT = "repeat"
+
+
+@dataclass(frozen=True, slots=True)
+class TurnInput:
+    """What happened since the agent last spoke."""
+
+    kind: TurnKind
+    text: str = ""
+    dtmf: str = ""
+    event: str | None = None
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """An LLM's suggestion; the rules accept or refuse each part."""
+
+    to: str | None = None
+    slots: Mapping[str, Any] = field(default_factory=dict)
+    reason: str = ""
+    scratchpad: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Understanding:
+    """What the offline NLU made of one turn."""
+
+    intent: str | None
+    intent_score: float | None
+    intent_scores: Mapping[str, float]
+    parsed: Mapping[str, Parsed]
+    invalid: Mapping[str, Invalid]
+
+
+class Proposer(Protocol):
+    """An LLM (or a test script) proposing a transition and slot values for a turn."""
+
+    async def propose(
+        self, spec: AgentSpec, state: AgentState, turn: TurnInput, understanding: Understanding
+    ) -> Proposal | None: ...
+
+
+ReplyItem = str | AgentAction
+"""Speech, or an action taken after the speech before it."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    """A decided turn: the new state, what to say and do (in order), and the audit entry."""
+
+    state: AgentState
+    reply: list[ReplyItem]
+    audit: AuditEntry
+    expected: list[str] | None
+    """Phrases the caller is likely to say next (a grammar hint); None for free speech."""
+
+    @property
+    def speech(self) -> str:
+        return " ".join(item for item in self.reply if isinstance(item, str))
+
+
+@dataclass
+class Controller:
+    """Decides turns for one agent; shared by all of its conversations (it holds no call state)."""
+
+    spec: AgentSpec
+    tools: ToolRegistry
+    classifier: IntentClassifier
+    proposer: Proposer | None = None
+    today: datetime.date | None = None
+    """The date relative dates resolve against; None means the day of each turn."""
+
+    def new_state(self, context: Mapping[str, Any] | None = None) -> AgentState:
+        return AgentState(
+            agent=self.spec.name, state=self.spec.initial, context=dict(context or {})
+        )
+
+    async def decide(
+        self, state: AgentState, turn: TurnInput, tool_context: ToolContext | None = None
+    ) -> Outcome:
+        started = time.perf_counter()
+        run = _Turn(self, state.model_copy(deep=True), turn, tool_context)
+        outcome = await run.decide()
+        outcome.audit.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 3)
+        return outcome
+
+    def expected_phrases(self, state_name: str) -> list[str] | None:
+        """What to listen for in `state_name`: its intents, its missing slots' phrases."""
+        state = self.spec.states[state_name]
+        phrases: list[str] = []
+        for slot_name in state.collect:
+            slot_phrases = expected_phrases(self.spec.slots[slot_name].rules())
+            if not slot_phrases:
+                return None  # free speech (a name, an email, text)
+            phrases.extend(slot_phrases)
+        intents = self.intents_in_scope(state_name)
+        if intents:
+            phrases.extend(self.classifier.expected_phrases(intents))
+        return list(dict.fromkeys(phrases)) or None
+
+    def intents_in_scope(self, state_name: str) -> list[str]:
+        names: list[str] = []
+        for _, transition in self.candidates(state_name):
+            names.extend(_intents_of(transition))
+        if REPEAT_INTENT in self.spec.intents:
+            names.append(REPEAT_INTENT)
+        return [n for n in dict.fromkeys(names) if n in self.spec.intents]
+
+    def candidates(self, state_name: str) -> list[tuple[str, TransitionSpec]]:
+        """The transitions checked in a state, in order: priority, then the state's own first."""
+        state = self.spec.states[state_name]
+        own = [
+            (f"states.{state_name}.transitions[{i}]", t) for i, t in enumerate(state.transitions)
+        ]
+        shared = (
+            []
+            if state.final
+            else [
+                (f"global_transitions[{i}]", t) for i, t in enumerate(self.spec.global_transitions)
+            ]
+        )
+        ordered = [*own, *shared]
+        return sorted(ordered, key=lambda item: -item[1].priority)
+
+
+def _intents_of(transition: TransitionSpec) -> list[str]:
+    found = list(transition.when.intents())
+    for sub in transition.when.any or ():
+        found.extend(sub.intents())
+    return found
+
+
+class _Turn:
+    """The working of one `decide` call."""
+
+    def __init__(
+        self,
+        controller: Controller,
+        state: AgentState,
+        turn: TurnInput,
+        tool_context: ToolContext | None,
+    ) -> None:
+        self.c = controller
+        self.spec = controller.spec
+        self.s = state
+        self.turn = turn
+        self.tool_context = tool_context
+        self.reply: list[ReplyItem] = []
+        self.ended_by_action = False
+        self._pending_actions: list[AgentAction] = []
+        self.s.turn += 1
+        self.audit = AuditEntry(
+            turn=self.s.turn,
+            generation=turn.generation,
+            kind=turn.kind.value,
+            text=turn.text,
+            dtmf=turn.dtmf,
+            state_before=self.s.state,
+        )
+        self.today = controller.today or datetime.date.today()
+
+    async def decide(self) -> Outcome:
+        if self.s.ended:
+            self.audit.decision = "ignored (conversation over)"
+        elif self.turn.kind is TurnKind.START or not self.s.started:
+            await self._start()
+        elif self.turn.kind is TurnKind.HANGUP:
+            await self._hangup()
+        else:
+            await self._respond()
+        return self._outcome()
+
+    # --- the kinds of turn -------------------------------------------------------------
+
+    async def _start(self) -> None:
+        self.s.started = True
+        if self.spec.greeting:
+            self._say(self.spec.greeting)
+        self.audit.decision = f"start in {self.spec.initial}"
+        await self._enter(self.spec.initial)
+
+    async def _hangup(self) -> None:
+        facts = self._facts(None, event=self.turn.event or "hangup")
+        chosen = self._check(self.s.state, facts)
+        if chosen is not None:
+            self.audit.decision = f"to {chosen.to} (caller hung up)"
+            await self._run_tools(chosen.do, emit=False)
+            self._move(chosen.to)
+        else:
+            self.audit.decision = "end (caller hung up)"
+        self.s.ended = True
+        self.reply.clear()
+
+    async def _respond(self) -> None:
+        state = self.spec.states[self.s.state]
+        started = time.perf_counter()
+        # Sentence embeddings are milliseconds of numpy: off the event loop.
+        understanding = await asyncio.to_thread(self._understand, state)
+        self.audit.timings_ms["nlu"] = round((time.perf_counter() - started) * 1000, 3)
+        proposal = await self._propose(understanding)
+        accepted_slots = self._accept_slots(understanding, proposal)
+        changes = {name: parsed.value for name, parsed in accepted_slots.items()}
+        self.s.slots.update(changes)
+        self.audit.slot_changes = changes
+
+        if self.turn.kind is TurnKind.NO_INPUT:
+            self.s.no_inputs += 1
+            self.s.retries += 1
+        elif not changes and understanding.intent is None:
+            self.s.retries += 1
+
+        facts = self._facts(understanding, event=self.turn.event)
+        chosen = self._check(self.s.state, facts, proposal=proposal)
+        if chosen is not None:
+            self.audit.decision = f"to {chosen.to}"
+            await self._take(chosen)
+            return
+        if understanding.intent == REPEAT_INTENT and self.s.last_said:
+            self.audit.decision = "stay (repeat)"
+            self._say_text(self.s.last_said)
+            return
+        self._reprompt(state, understanding, changes)
+
+    # --- understanding -----------------------------------------------------------------
+
+    def _understand(self, state: StateSpec) -> Understanding:
+        text, dtmf = self.turn.text.strip(), self.turn.dtmf
+        intent, score, scores = None, None, {}
+        if text:
+            among = self.c.intents_in_scope(self.s.state)
+            if among:
+                ranked = self.c.classifier.scores(text, among)
+                scores = {m.name: round(m.score, 3) for m in ranked}
+                if ranked and ranked[0].score >= self.c.classifier.threshold:
+                    intent, score = ranked[0].name, round(ranked[0].score, 3)
+        parsed: dict[str, Parsed] = {}
+        invalid: dict[str, Invalid] = {}
+        if text or dtmf:
+            for slot_name in state.collect:
+                result = extract(self.spec.slots[slot_name].rules(), text, dtmf, today=self.today)
+                if isinstance(result, Parsed):
+                    parsed[slot_name] = result
+                elif isinstance(result, Invalid):
+                    invalid[slot_name] = result
+        for slot_name in state.collect:
+            if slot_name in parsed:
+                outcome = f"filled: {self._loggable(slot_name, parsed[slot_name].value)}"
+            elif slot_name in invalid:
+                outcome = f"invalid: {invalid[slot_name].reason}"
+            else:
+                outcome = "none"
+            self.audit.slot_results[slot_name] = outcome
+        self.audit.intent, self.audit.intent_score = intent, score
+        self.audit.intent_scores = dict(scores)
+        return Understanding(intent, score, scores, parsed, invalid)
+
+    async def _propose(self, understanding: Understanding) -> Proposal | None:
+        if self.c.proposer is None:
+            return None
+        started = time.perf_counter()
+        proposal = await self.c.proposer.propose(self.spec, self.s, self.turn, understanding)
+        self.audit.timings_ms["proposal"] = round((time.perf_counter() - started) * 1000, 3)
+        if proposal is not None:
+            self.audit.proposal = ProposalRecord(
+                to=proposal.to, slots=dict(proposal.slots), reason=proposal.reason
+            )
+            if proposal.scratchpad:
+                self.audit.scratchpad = proposal.scratchpad
+                self.s.scratchpad.append(f"[{self.s.state}] {proposal.scratchpad}")
+        return proposal
+
+    def _accept_slots(
+        self, understanding: Understanding, proposal: Proposal | None
+    ) -> dict[str, Parsed]:
+        """Slot values from NLU, plus proposed values that pass the slot's own validation."""
+        accepted = dict(understanding.parsed)
+        if proposal is None or self.audit.proposal is None:
+            return accepted
+        for name, value in proposal.slots.items():
+            spec = self.spec.slots.get(name)
+            if spec is None:
+                self.audit.proposal.refused_slots[name] = "no such slot"
+                continue
+            result = extract(spec.rules(), str(value), "", today=self.today)
+            if isinstance(result, Parsed):
+                accepted[name] = result
+            else:
+                reason = result.reason if isinstance(result, Invalid) else "not a valid value"
+                self.audit.proposal.refused_slots[name] = reason
+        return accepted
+
+    # --- deciding ----------------------------------------------------------------------
+
+    def _facts(self, understanding: Understanding | None, *, event: str | None) -> Facts:
+        state = self.spec.states[self.s.state]
+        limit = state.max_retries if state.max_retries is not None else self.spec.max_retries
+        return Facts(
+            kind=self.turn.kind if understanding is not None else None,
+            intent=understanding.intent if understanding else None,
+            filled=frozenset(self.s.slots),
+            invalid=frozenset(understanding.invalid) if understanding else frozenset(),
+            dtmf=self.turn.dtmf if understanding is not None else "",
+            event=event,
+            retries_exhausted=self.s.retries > limit,
+            variables=self._variables(),
+        )
+
+    def _check(
+        self,
+        state_name: str,
+        facts: Facts,
+        *,
+        proposal: Proposal | None = None,
+        without_input: bool = False,
+    ) -> TransitionSpec | None:
+        holding: list[TransitionSpec] = []
+        for where, transition in self.c.candidates(state_name):
+            if without_input and transition.when.needs_input:
+                continue
+            results = check(transition.when, facts)
+            held = holds(results)
+            self.audit.checks.append(
+                TransitionCheck(
+                    to=transition.to,
+                    priority=transition.priority,
+                    where=where,
+                    held=held,
+                    conditions=results,
+                )
+            )
+            if held:
+                holding.append(transition)
+        record = self.audit.proposal
+        if proposal is not None and proposal.to is not None and record is not None:
+            match = next((t for t in holding if t.to == proposal.to), None)
+            if match is not None:
+                record.accepted = True
+                return match
+            record.refusal = (
+                f"no transition from {state_name} to {proposal.to}"
+                if all(t.to != proposal.to for _, t in self.c.candidates(state_name))
+                else f"the conditions of every transition to {proposal.to} failed"
+            )
+        return holding[0] if holding else None
+
+    async def _take(self, transition: TransitionSpec, depth: int = 0) -> None:
+        """The edge: its tools run, its say (which may use their results) is spoken, its slots
+        are cleared, its actions follow the say; then the next state is entered."""
+        await self._run_tools(transition.do, emit=False)
+        if transition.say:
+            self._say(transition.say)
+        self._clear(transition)
+        self.reply.extend(self._pending_actions)
+        self._pending_actions = []
+        await self._enter(transition.to, depth)
+
+    async def _enter(self, state_name: str, depth: int = 0) -> None:
+        self._move(state_name)
+        state = self.spec.states[state_name]
+        failed = await self._run_tools(state.on_enter, emit=False)
+        actions = self._pending_actions
+        self._pending_actions = []
+        if state.say:
+            self._say(state.say)
+        self.reply.extend(actions)
+        if state.final:
+            if not self.ended_by_action:
+                self.reply.append(HangUp(f"final state {state_name}"))
+                self.ended_by_action = True
+            self.s.ended = True
+            return
+        if depth >= MAX_CHAINED_TRANSITIONS or self.ended_by_action:
+            return
+        facts = self._facts(None, event="tool_failed" if failed else None)
+        chosen = self._check(state_name, facts, without_input=True)
+        if chosen is not None:
+            self.audit.decision += f", then to {chosen.to}"
+            await self._take(chosen, depth + 1)
+
+    def _clear(self, transition: TransitionSpec) -> None:
+        for name in transition.clear:
+            if self.s.slots.pop(name, None) is not None:
+                self.audit.slot_changes[name] = None
+
+    def _move(self, state_name: str) -> None:
+        if state_name != self.s.state or not self.s.path:
+            self.s.retries = 0
+            self.s.no_inputs = 0
+        self.s.state = state_name
+        self.s.path.append(state_name)
+        self.s.visits[state_name] = self.s.visits.get(state_name, 0) + 1
+
+    def _reprompt(
+        self, state: StateSpec, understanding: Understanding, changes: Mapping[str, Any]
+    ) -> None:
+        missing = [name for name in state.collect if name not in self.s.slots]
+        if self.turn.kind is TurnKind.NO_INPUT:
+            self.audit.decision = "stay (no input)"
+            self._say(state.no_input_say or state.reprompt or state.say or "")
+        elif changes and missing:
+            self.audit.decision = f"stay (ask for {missing[0]})"
+            slot = self.spec.slots[missing[0]]
+            self._say(slot.prompt or state.reprompt or state.say or "")
+        else:
+            self.audit.decision = "stay (reprompt)"
+            slot_prompt = self.spec.slots[missing[0]].prompt if missing else None
+            self._say(state.reprompt or slot_prompt or state.say or "")
+
+    # --- tools -------------------------------------------------------------------------
+
+    async def _run_tools(self, calls: Sequence[ToolCallSpec], *, emit: bool = True) -> bool:
+        """Run `calls` in order; their actions go to the reply now (`emit`) or when the state's
+        say has been added. Returns True when one failed."""
+        failed = False
+        for call in calls:
+            record = ToolRecord(name=call.tool)
+            self.audit.tool_calls.append(record)
+            started = time.perf_counter()
+            try:
+                args = {key: self._render_arg(value) for key, value in call.args.items()}
+                record.args = {k: self._loggable(k, v) for k, v in args.items()}
+                result = await self.c.tools.get(call.tool).call(args, self._tool_context())
+            except (ToolError, AgentTemplateError) as exc:
+                record.error = str(exc)
+                self.s.tools[call.result_name] = {"ok": False, "error": str(exc)}
+                failed = True
+            else:
+                if isinstance(result, (Transfer, HangUp)):
+                    self.ended_by_action = True
+                if isinstance(result, (Transfer, HangUp, SendDtmf)):
+                    (self.reply if emit else self._pending_actions).append(result)
+                    result = {"ok": True, "action": type(result).__name__.lower()}
+                record.result = result
+                self.s.tools[call.result_name] = result
+            record.ms = round((time.perf_counter() - started) * 1000, 3)
+        return failed
+
+    def _render_arg(self, value: Any) -> Any:
+        return render(value, self._variables()) if isinstance(value, str) else value
+
+    def _tool_context(self) -> ToolContext:
+        base = self.tool_context
+        return ToolContext(
+            call_id=base.call_id if base else "",
+            slots=dict(self.s.slots),
+            context=dict(self.s.context),
+            settings=base.settings if base else None,
+            knowledge=base.knowledge if base else None,
+        )
+
+    # --- speech ------------------------------------------------------------------------
+
+    def _say(self, template: str) -> None:
+        if not template:
+            return
+        try:
+            text = render(template, self._variables())
+        except AgentTemplateError as exc:
+            self.audit.tool_calls.append(ToolRecord(name="(template)", error=str(exc)))
+            return
+        self._say_text(text)
+
+    def _say_text(self, text: str) -> None:
+        if text:
+            self.reply.append(text)
+
+    def _variables(self) -> dict[str, Any]:
+        spoken_forms = {}
+        for name, value in self.s.slots.items():
+            spec = self.spec.slots.get(name)
+            if spec is not None and not spec.sensitive:
+                spoken_forms[name] = spoken(spec.rules(), value)
+        return {
+            "slots": dict(self.s.slots),
+            "spoken": spoken_forms,
+            "tools": dict(self.s.tools),
+            "context": dict(self.s.context),
+            "state": self.s.state,
+            "visits": dict(self.s.visits),
+            "retries": self.s.retries,
+            "no_inputs": self.s.no_inputs,
+            "input": self.turn.text,
+        }
+
+    def _loggable(self, slot_name: str, value: Any) -> Any:
+        spec = self.spec.slots.get(slot_name)
+        return "***" if spec is not None and spec.sensitive else value
+
+    def _outcome(self) -> Outcome:
+        self.audit.state_after = self.s.state
+        speech = " ".join(item for item in self.reply if isinstance(item, str))
+        self.audit.said = speech
+        if speech:
+            self.s.last_said = speech
+        self.s.audit.append(self.audit)
+        expected = None if self.s.ended else self.c.expected_phrases(self.s.state)
+        return Outcome(self.s, self.reply, self.audit, expected)
