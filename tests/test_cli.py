@@ -144,3 +144,13 @@ def test_say_with_an_engine_that_cannot_run_is_a_clear_error(
     assert "tts=flite cannot run here: flite is missing (apt-get install flite)" in (
         result.stderr.replace("\n", "")
     )
+
+
+def test_serve_refuses_a_broken_agent_file_naming_the_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: broken\ninitial: a\nstates:\n  a: {say: Hi, final: maybe}\n")
+
+    result = runner.invoke(app, ["serve"], env={"OPUSAGENT_AGENTS": f'["{broken}"]'})
+
+    assert result.exit_code == 1
+    assert "broken.yaml:4: states.a.final" in result.output.replace("\n", "")

@@ -7,6 +7,8 @@ where `detail` is present only when there is more to say (e.g. the validation er
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -22,22 +24,43 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opusagent import __version__
+from opusagent.agent.fsa.catalog import AgentCatalog
+from opusagent.agent.nlu.embeddings import MiniLMEmbedder
 from opusagent.config import Settings
 from opusagent.readiness import Loader, Readiness
+from opusagent.serving import CallMaker, mount_bridges
 from opusagent.voice.stack import VoiceStack
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, loaders: Mapping[str, Loader] | None = None) -> FastAPI:
-    """A new application for `settings`.
+def create_app(
+    settings: Settings,
+    loaders: Mapping[str, Loader] | None = None,
+    agents: AgentCatalog | None = None,
+    *,
+    bridges: bool = True,
+) -> FastAPI:
+    """A new application for `settings`, serving every bridge.
 
     `loaders` are the start-up components `/ready` waits for; by default the process's speech
-    models (VAD, STT, TTS). Tests pass their own to control readiness.
+    models (VAD, STT, TTS). Tests pass their own to control readiness. `agents` are the agents
+    served; by default those of `settings.agents` (a broken agent file stops start-up with a
+    message naming the file and line). `bridges=False` serves no calls (tests mount a bridge of
+    their own with fake stages).
     """
     readiness = Readiness()
     voice = VoiceStack(settings)
-    for name, loader in (voice.loaders() if loaders is None else loaders).items():
+    catalog = None
+    if bridges:
+        catalog = agents or AgentCatalog.load(
+            settings.agents, default=settings.default_agent, settings=settings
+        )
+    if loaders is None:
+        loaders = dict(voice.loaders())
+        if catalog is not None and settings.nlu_embeddings:
+            loaders["nlu"] = functools.partial(_load_embeddings, catalog)
+    for name, loader in loaders.items():
         readiness.register(name, loader)
 
     @asynccontextmanager
@@ -53,6 +76,9 @@ def create_app(settings: Settings, loaders: Mapping[str, Loader] | None = None) 
     app.state.settings = settings
     app.state.readiness = readiness
     app.state.voice = voice
+    if catalog is not None:
+        app.state.agents = catalog
+        mount_bridges(app, settings, CallMaker(settings, voice, catalog))
 
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -75,6 +101,11 @@ def create_app(settings: Settings, loaders: Mapping[str, Loader] | None = None) 
         )
 
     return app
+
+
+async def _load_embeddings(catalog: AgentCatalog) -> None:
+    embedder = await asyncio.to_thread(MiniLMEmbedder)
+    await asyncio.to_thread(catalog.use_embedder, embedder)
 
 
 def error_response(

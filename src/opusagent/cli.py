@@ -15,6 +15,9 @@ from rich.table import Table
 from rich.text import Text
 
 from opusagent import __version__
+from opusagent.agent.cli import agent_app
+from opusagent.agent.fsa.catalog import UnknownAgentError
+from opusagent.agent.fsa.loader import AgentFileError
 from opusagent.app import create_app
 from opusagent.call.stages import Samples
 from opusagent.config import (
@@ -27,6 +30,7 @@ from opusagent.config import (
     settings_markdown,
     settings_table,
 )
+from opusagent.dial_cli import dial_command
 from opusagent.voice.engines import EngineChoiceError, build_stt, build_tts
 from opusagent.voice.offline import (
     Segment,
@@ -58,6 +62,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+app.add_typer(agent_app, name="agent")
+app.command("dial")(dial_command)
 
 ConfigFileOption = Annotated[
     Path | None,
@@ -92,8 +98,12 @@ def serve(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)-9s %(name)s: %(message)s"
     )
+    try:
+        served = create_app(settings)
+    except (AgentFileError, UnknownAgentError) as exc:
+        _fail(f"cannot serve the agents: {exc}")
     uvicorn.run(
-        create_app(settings),
+        served,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -66,8 +66,8 @@ class BridgeSettings(BaseModel):
     )
     telnyx_token: str | None = Field(
         None,
-        description="Telnyx stream_auth_token expected as 'Authorization: Bearer …'; unset "
-        "accepts any.",
+        description="Telnyx stream_auth_token, expected in the x-telnyx-streaming-auth-token "
+        "header (or as 'Authorization: Bearer …'); unset accepts any.",
     )
     vonage_token: str | None = Field(
         None,
@@ -125,6 +125,19 @@ class Settings(BaseSettings):
     turn: TurnPolicy = Field(
         default_factory=TurnPolicy,
         description="Turn-taking: when the caller's turn starts and ends, and barge-in.",
+    )
+    agents: list[Path] = Field(
+        default_factory=lambda: [Path("examples/agents")],
+        description="Agent files, or folders of agent files (*.yaml), this server offers.",
+    )
+    default_agent: str | None = Field(
+        "bank_card",
+        description="The agent a call gets when it names none; unset: the first one loaded.",
+    )
+    nlu_embeddings: bool = Field(
+        True,
+        description="Match intents with all-MiniLM-L6-v2 sentence embeddings as well as "
+        "keywords (about 7 ms per utterance); loaded at start-up, see /ready.",
     )
     bridges: BridgeSettings = Field(
         default_factory=BridgeSettings,
@@ -302,7 +315,7 @@ def format_value(value: Any) -> str:
     if isinstance(value, frozenset | set):
         return json.dumps(sorted(value))
     if isinstance(value, list | tuple):
-        return json.dumps(list(value))
+        return json.dumps([str(item) if isinstance(item, Path) else item for item in value])
     return str(value)
 
 

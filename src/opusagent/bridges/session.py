@@ -72,7 +72,12 @@ class InvalidMessageError(ValueError):
 
 
 class StreamRefusedError(Exception):
-    """The stream cannot be served (e.g. an audio format we do not speak); the socket closes."""
+    """The stream cannot be served (e.g. an audio format we do not speak); the socket closes,
+    after `reply` (the protocol's own refusal message) when there is one."""
+
+    def __init__(self, message: str, *, reply: Frame | None = None) -> None:
+        super().__init__(message)
+        self.reply = reply
 
 
 Frame = str | bytes
@@ -166,6 +171,8 @@ class _Session:
             return True
         except StreamRefusedError as exc:
             log.error("%s: refusing the stream: %s", self._ws.url.path, exc)
+            if exc.reply is not None:
+                await self._write(exc.reply)
             await self._close(code=UNSUPPORTED_DATA, reason=str(exc))
             return False
         for item in meaning if isinstance(meaning, list) else (meaning,) if meaning else ():
@@ -246,7 +253,7 @@ class _Session:
             return
         self._closing = True
         if self._ws.application_state is WebSocketState.CONNECTED:
-            with contextlib.suppress(RuntimeError, OSError):
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
                 await self._ws.close(code=code, reason=_close_reason(reason))
 
 

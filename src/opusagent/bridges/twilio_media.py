@@ -9,7 +9,8 @@ Protocol facts come from Twilio's documentation:
   (algorithm as in twilio-python's `twilio/request_validator.py`)
 
 Routes: `WS /twilio/media` (the stream) and `POST /twilio/voice` (the number's Voice URL, which
-answers TwiML connecting the call to the stream).
+answers TwiML connecting the call to the stream). The agent's hang-ups and transfers go through
+Twilio's REST API when it is configured (`twilio_rest`); a stream cannot send DTMF.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from fastapi import FastAPI, HTTPException, Request, Response, WebSocket
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from starlette.datastructures import URL
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import (
     Connect,
@@ -35,14 +37,17 @@ from twilio.twiml.voice_response import (
 from opusagent.audio.formats import MULAW_8K, AudioChunk
 from opusagent.bridges.session import (
     POLICY_VIOLATION,
+    Act,
     CallFactory,
     CloseSocket,
     Frame,
     InvalidMessageError,
+    Outbound,
     StartCall,
     StreamRefusedError,
     run_session,
 )
+from opusagent.bridges.twilio_rest import TwilioRest
 from opusagent.call.events import (
     AgentAudio,
     CallerAudio,
@@ -231,7 +236,8 @@ class TwilioTranslator:
     """Twilio Media Streams messages to `CallEvent`s and `CallOutput`s to messages, for one
     stream."""
 
-    def __init__(self) -> None:
+    def __init__(self, rest: TwilioRest | None = None) -> None:
+        self._rest = rest
         self._stream_sid: str | None = None
         self._call_sid: str | None = None
 
@@ -273,9 +279,10 @@ class TwilioTranslator:
         self._call_sid = start.call_sid
         return StartCall(start.call_sid, TWILIO_MEDIA, start.custom_parameters)
 
-    def outbound(self, output: CallOutput) -> Frame | CloseSocket | None:
+    def outbound(self, output: CallOutput) -> Outbound | list[Outbound] | None:
         sid = self._stream_sid
-        if sid is None:
+        call_sid = self._call_sid
+        if sid is None or call_sid is None:
             raise RuntimeError("no Twilio stream has started on this connection")
         match output:
             case AgentAudio(chunk=chunk):
@@ -288,24 +295,48 @@ class TwilioTranslator:
             case ClearPlayback():
                 return OutboundClear(stream_sid=sid).wire()
             case HangUp(reason=reason):
-                # Closing the socket leaves <Connect>; with no TwiML after it the call ends.
-                # https://www.twilio.com/docs/voice/twiml/stream
-                log.warning(
-                    "call %s: hang-up (%s) through Twilio's REST API is not yet supported by "
-                    "this bridge; closing the stream instead",
-                    self._call_sid,
-                    reason,
+                return self._hang_up(call_sid, reason)
+            case Transfer(target=target):
+                rest = self._rest
+                if rest is None:
+                    log.warning(
+                        "call %s: transfer to %s is not yet supported: it needs Twilio's REST "
+                        "API (set twilio_account_sid and twilio_auth_token)",
+                        call_sid,
+                        target,
+                    )
+                    return None
+                return Act(
+                    f"transfer of call {call_sid} to {target}",
+                    lambda: rest.transfer(call_sid, target),
                 )
-                return CloseSocket(f"hang up: {reason}")
-            case Transfer() | SendDtmf():
+            case SendDtmf(digits=digits):
+                # A stream cannot carry DTMF out, and the REST way (`<Play digits>` TwiML)
+                # replaces the call's TwiML, which ends this stream (CATALOG §1.7).
                 log.warning(
-                    "call %s: %s needs Twilio's REST API, not yet supported by this bridge",
-                    self._call_sid,
-                    output,
+                    "call %s: sending DTMF %s is not yet supported on Media Streams: Twilio "
+                    "would play it only by replacing the call's TwiML, ending this stream",
+                    call_sid,
+                    digits,
                 )
                 return None
             case _:
                 return None  # notices: Media Streams has no message for them
+
+    def _hang_up(self, call_sid: str, reason: str) -> Outbound | list[Outbound]:
+        # Closing the socket leaves <Connect>; with no TwiML after it the call ends
+        # (https://www.twilio.com/docs/voice/twiml/stream). The REST API ends it whatever
+        # TwiML follows; the socket is closed as well, in case that request fails.
+        close = CloseSocket(f"hang up: {reason}")
+        rest = self._rest
+        if rest is None:
+            log.info("call %s: hanging up (%s) by closing the stream", call_sid, reason)
+            return close
+
+        async def hang_up() -> None:
+            await rest.hang_up(call_sid)
+
+        return [Act(f"hang-up of call {call_sid}", hang_up), close]
 
 
 def _parse(text: str) -> InboundMessage:
@@ -371,48 +402,96 @@ class TwilioSignature:
         return any(bool(self._validator.validate(url, dict(params), signature)) for url in urls)
 
 
+class PublicOrigin:
+    """The scheme and host Twilio reaches this server at: `public_url` (e.g.
+    `https://voice.example.com`) or, unset, each request's own Host header and scheme."""
+
+    def __init__(self, public_url: str | None) -> None:
+        self._public = urlsplit(public_url) if public_url else None
+
+    def host(self, url: URL) -> str:
+        return self._public.netloc if self._public is not None else url.netloc
+
+    def url(self, url: URL, path: str) -> str:
+        """The URL of `path` on this server for Twilio's HTTP requests (https in production)."""
+        scheme = self._public.scheme if self._public is not None else url.scheme
+        return f"{scheme}://{self.host(url)}{path}"
+
+    def wss(self, url: URL, path: str) -> str:
+        """The `wss://` URL of `path` on this server, as TwiML must give it."""
+        return f"wss://{self.host(url)}{path}"
+
+
+class TwilioWebhooks:
+    """Twilio's requests to this server: their signatures (when an auth token is set) and the
+    public URLs they are made to."""
+
+    def __init__(self, *, auth_token: str | None, public_url: str | None) -> None:
+        self.signature = TwilioSignature(auth_token) if auth_token else None
+        self.origin = PublicOrigin(public_url)
+
+    async def accept(self, websocket: WebSocket) -> bool:
+        """Accept a stream's upgrade; without a valid signature refuse it (HTTP 403) and say so."""
+        if self.signature is not None:
+            url = websocket.url
+            target = _path_and_query(url.path, url.query)
+            urls = (self.origin.wss(url, target), f"https://{self.origin.host(url)}{target}")
+            if not self.signature.valid(websocket.headers.get(SIGNATURE_HEADER), urls, {}):
+                log.warning("refusing a Twilio stream with a missing or invalid signature")
+                await websocket.close(code=POLICY_VIOLATION)  # before accept: HTTP 403
+                return False
+        await websocket.accept()
+        return True
+
+    async def form(self, request: Request) -> dict[str, str]:
+        """A webhook's form fields, once its signature is checked (HTTP 403 if not valid)."""
+        form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        if self.signature is not None:
+            url = request.url
+            signed = self.origin.url(url, _path_and_query(url.path, url.query))
+            if not self.signature.valid(request.headers.get(SIGNATURE_HEADER), (signed,), form):
+                raise HTTPException(403, f"Missing or invalid {SIGNATURE_HEADER}.")
+        return form
+
+
+def call_parameters(form: Mapping[str, str], query: Mapping[str, str]) -> dict[str, str]:
+    """The `<Parameter>`s for an answered call: its From/To/Direction and the Voice URL's query
+    parameters (e.g. `?agent=bank`), which a stream URL cannot carry itself."""
+    parameters = {name: form[name] for name in FORWARDED_CALL_FIELDS if name in form}
+    parameters.update(query)
+    return parameters
+
+
 def mount_twilio_media(
-    app: FastAPI, calls: CallFactory, *, auth_token: str | None, public_url: str | None
+    app: FastAPI,
+    calls: CallFactory,
+    *,
+    auth_token: str | None,
+    public_url: str | None,
+    rest: TwilioRest | None = None,
 ) -> None:
     """Serve `WS /twilio/media` and `POST /twilio/voice` on `app`.
 
     `calls` builds the Call of each stream. With `auth_token`, requests without a valid
     `X-Twilio-Signature` are refused (HTTP 403). `public_url` is the scheme and host Twilio
     reaches this server at (e.g. `https://voice.example.com`); unset, the request's Host
-    header stands in.
+    header stands in. With `rest`, the agent's hang-ups and transfers go through Twilio's REST
+    API.
     """
-    signature = TwilioSignature(auth_token) if auth_token else None
-    public = urlsplit(public_url) if public_url else None
-
-    def host_of(request_host: str) -> str:
-        return public.netloc if public is not None else request_host
+    webhooks = TwilioWebhooks(auth_token=auth_token, public_url=public_url)
 
     @app.websocket(MEDIA_PATH)
     async def twilio_media(websocket: WebSocket) -> None:
-        if signature is not None:
-            host = host_of(websocket.url.netloc)
-            target = _path_and_query(websocket.url.path, websocket.url.query)
-            urls = (f"wss://{host}{target}", f"https://{host}{target}")
-            if not signature.valid(websocket.headers.get(SIGNATURE_HEADER), urls, {}):
-                log.warning("refusing a Twilio stream with a missing or invalid signature")
-                await websocket.close(code=POLICY_VIOLATION)  # before accept: HTTP 403
-                return
-        await websocket.accept()
-        reason = await run_session(websocket, TwilioTranslator(), calls)
+        if not await webhooks.accept(websocket):
+            return
+        reason = await run_session(websocket, TwilioTranslator(rest), calls)
         log.info("Twilio stream closed; call end reason: %s", reason)
 
     @app.post(VOICE_PATH, summary="Twilio Voice URL: connect the call to the media stream")
     async def twilio_voice(request: Request) -> Response:
-        form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
-        host = host_of(request.url.netloc)
-        if signature is not None:
-            scheme = public.scheme if public is not None else request.url.scheme
-            url = f"{scheme}://{host}{_path_and_query(request.url.path, request.url.query)}"
-            if not signature.valid(request.headers.get(SIGNATURE_HEADER), (url,), form):
-                raise HTTPException(403, f"Missing or invalid {SIGNATURE_HEADER}.")
-        parameters = {name: form[name] for name in FORWARDED_CALL_FIELDS if name in form}
-        parameters.update(request.query_params)
-        twiml = stream_twiml(f"wss://{host}{MEDIA_PATH}", parameters)
+        form = await webhooks.form(request)
+        parameters = call_parameters(form, request.query_params)
+        twiml = stream_twiml(webhooks.origin.wss(request.url, MEDIA_PATH), parameters)
         return Response(twiml, media_type="text/xml")
 
 

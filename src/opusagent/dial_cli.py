@@ -1,0 +1,179 @@
+"""`opusagent dial`: call a running server as a provider would, and show what was said."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from opusagent.bridges.dial import RECORD_RATE, DialError, DialResult, run_dial
+from opusagent.bridges.farends import FAR_ENDS, UnknownBridgeError, far_end_for
+from opusagent.call.stages import Samples
+from opusagent.config import ConfigError, Settings, load_settings
+from opusagent.voice.engines import EngineChoiceError, build_stt
+from opusagent.voice.offline import Segment, find_utterances, read_wav, resample, transcribe
+from opusagent.voice.stt import STTUnavailableError
+from opusagent.voice.stt.pocketsphinx import PocketsphinxSTT
+from opusagent.voice.tts import EngineUnavailableError
+from opusagent.voice.vad import SileroModel, SileroVAD
+from opusagent.voice.workers import ModelWorkers
+
+DTMF_KEYS = re.compile(r"^[0-9*#A-Da-d]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentUtterance:
+    """One stretch of agent speech, in seconds from when the call connected."""
+
+    start: float
+    end: float
+    text: str | None
+    """What the recogniser heard; None when not transcribed."""
+
+
+def dial_command(
+    bridge: Annotated[
+        str, typer.Argument(help=f"The provider to speak as: {', '.join(sorted(FAR_ENDS))}.")
+    ],
+    url: Annotated[
+        str,
+        typer.Argument(help="The server's WebSocket URL, e.g. ws://localhost:8000/twilio/media."),
+    ],
+    wav: Annotated[
+        Path,
+        typer.Option(
+            help="What the caller says: a 16-bit PCM WAV, any rate, any channels.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ],
+    dtmf: Annotated[
+        str | None, typer.Option(help="Keys to press after the last turn, e.g. 12#.")
+    ] = None,
+    turns: Annotated[int, typer.Option(help="How many times to say the WAV.", min=0)] = 1,
+    out: Annotated[
+        Path, typer.Option(help="Where to write the agent's audio (16 kHz mono WAV).")
+    ] = Path("agent.wav"),
+    token: Annotated[
+        str | None,
+        typer.Option(help="The provider's credential (Twilio: the auth token that signs)."),
+    ] = None,
+    transcribe_agent: Annotated[
+        bool,
+        typer.Option(
+            "--transcribe/--no-transcribe",
+            help="Transcribe the agent's utterances with the offline recogniser.",
+        ),
+    ] = True,
+    quiet: Annotated[
+        float,
+        typer.Option(help="Seconds of silence after which the agent is done talking.", min=0.1),
+    ] = 1.0,
+) -> None:
+    """Call a running server as BRIDGE's provider would: say the WAV, press keys, hang up.
+
+    Caller audio streams in real time (silence between turns); the agent's audio is played on a
+    real-time clock, with playback acknowledgements and clears honoured as the provider does.
+    Writes what the agent said to a WAV file and prints the call with its timings.
+    """
+    try:
+        far_end = far_end_for(bridge, url, token=token)
+    except UnknownBridgeError as exc:
+        _fail(str(exc))
+    if dtmf is not None and not DTMF_KEYS.match(dtmf):
+        _fail(f"--dtmf {dtmf!r}: keys are 0-9, *, #, A-D")
+    try:
+        read_wav(wav)
+    except (OSError, EOFError, ValueError, wave.Error) as exc:
+        _fail(f"cannot read {wav}: {exc}")
+    try:
+        result = asyncio.run(run_dial(far_end, url, wav, dtmf=dtmf, turns=turns, quiet_s=quiet))
+    except DialError as exc:
+        _fail(str(exc))
+    result.save_wav(out)
+    utterances = _transcribed(result) if transcribe_agent else _spans(result)
+    console = Console()
+    console.print(_transcript(result, utterances))
+    console.print(
+        f"Call ended: {result.end_reason}. Wrote {out}: "
+        f"{len(result.agent_audio) / RECORD_RATE:.2f} s at {RECORD_RATE} Hz. "
+        f"{result.received_count} messages received.",
+        highlight=False,
+    )
+
+
+def _spans(result: DialResult) -> list[AgentUtterance]:
+    return [AgentUtterance(start, end, None) for start, end in result.agent_utterances()]
+
+
+def _transcribed(result: DialResult) -> list[AgentUtterance]:
+    """The agent's utterances as the offline VAD finds them, with the recogniser's words."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        _fail(str(exc))
+    vad = SileroVAD(SileroModel(settings.vad_threads))
+    audio = resample(result.agent_audio, RECORD_RATE, vad.sample_rate)
+    segments = find_utterances(audio, vad, settings.turn)
+    if not segments:
+        return []
+    try:
+        texts = asyncio.run(_recognise(settings, audio, vad.sample_rate, segments))
+    except (EngineChoiceError, EngineUnavailableError, STTUnavailableError) as exc:
+        _fail(str(exc))
+    return [AgentUtterance(s.start, s.end, text) for s, text in zip(segments, texts, strict=True)]
+
+
+async def _recognise(
+    settings: Settings, audio: Samples, rate: int, segments: list[Segment]
+) -> list[str]:
+    workers = ModelWorkers(1)
+    stt = build_stt(settings, workers)
+    try:
+        await asyncio.to_thread(stt.load)
+        heard = resample(audio, rate, stt.input_format.sample_rate)
+        return [line.text for line in await transcribe(heard, stt, segments)]
+    finally:
+        if isinstance(stt, PocketsphinxSTT):
+            stt.close()
+        workers.close()
+
+
+def _transcript(result: DialResult, utterances: list[AgentUtterance]) -> Table:
+    rows: list[tuple[float, str, str]] = []
+    for number, turn in enumerate(result.turns, 1):
+        answer = (
+            "no answer"
+            if turn.latency is None
+            else f"agent answered {turn.latency * 1000:.0f} ms after"
+        )
+        rows.append(
+            (turn.caller_start, "caller", f"turn {number}, until {turn.caller_end:.2f} s; {answer}")
+        )
+    rows.extend((at, "caller", f"key {digit}") for at, digit in result.dtmf)
+    for utterance in utterances:
+        said = f"“{utterance.text}”" if utterance.text is not None else "speaks"
+        rows.append((utterance.start, "agent", f"{said}, until {utterance.end:.2f} s"))
+    rows.extend((at, "heard", f"{heard.kind}: {heard.text}") for at, heard in result.heard)
+    table = Table(title="The call")
+    table.add_column("Time (s)", justify="right")
+    table.add_column("Who")
+    table.add_column("What")
+    for at, who, what in sorted(rows, key=lambda row: row[0]):
+        table.add_row(f"{at:.2f}", who, what)
+    return table
+
+
+def _fail(message: str) -> NoReturn:
+    Console(stderr=True).print(
+        f"Error: {message}", style="red", markup=False, highlight=False, soft_wrap=True
+    )
+    raise typer.Exit(1)

@@ -1,0 +1,94 @@
+"""What a server offers callers: its agents, one Call per connection, and every bridge mounted.
+
+A call names its agent with the parameter `agent` (a Twilio `<Parameter>` or webhook query
+parameter, the browser's `start.agent`, an AudioCodes start parameter…); without one it gets the
+default agent. The other parameters become the agent's call context (the caller's number, an
+appointment to remind, …).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI
+
+from opusagent.agent.fsa.catalog import AgentCatalog
+from opusagent.bridges.acs import mount_acs
+from opusagent.bridges.audiocodes import mount_audiocodes
+from opusagent.bridges.browser import mount_browser
+from opusagent.bridges.telnyx import mount_telnyx
+from opusagent.bridges.twilio_calls import mount_twilio_calls
+from opusagent.bridges.twilio_media import mount_twilio_media
+from opusagent.bridges.twilio_relay import mount_twilio_relay
+from opusagent.bridges.twilio_rest import rest_from_settings
+from opusagent.bridges.vonage import mount_vonage
+from opusagent.call.call import Call, SendOutput, Stages
+from opusagent.call.events import CallMedia
+from opusagent.call.stages import Agent
+from opusagent.config import Settings
+from opusagent.voice.stack import VoiceStack
+
+log = logging.getLogger(__name__)
+
+AGENT_PARAMETER = "agent"
+CALLER_PARAMETERS = ("From", "caller", "from")
+"""Where each provider puts the caller's number among a call's parameters."""
+
+
+class NotReadyError(RuntimeError):
+    """A call arrived before the speech models finished loading (see `/ready`)."""
+
+
+def call_context(call_id: str, params: Mapping[str, str]) -> dict[str, Any]:
+    """The agent's view of a call: its parameters, with the caller's number as `caller`."""
+    context: dict[str, Any] = {k: v for k, v in params.items() if k != AGENT_PARAMETER}
+    context["call_id"] = call_id
+    caller = next((params[k] for k in CALLER_PARAMETERS if params.get(k)), None)
+    if caller is not None:
+        context["caller"] = caller
+    return context
+
+
+class CallMaker:
+    """Builds each connection's Call: the process's voice stages and a fresh agent."""
+
+    def __init__(self, settings: Settings, voice: VoiceStack, agents: AgentCatalog) -> None:
+        self._settings = settings
+        self._voice = voice
+        self._agents = agents
+
+    def agent(self, call_id: str, params: Mapping[str, str]) -> Agent:
+        """A new agent for one conversation (`UnknownAgentError` names the agents there are)."""
+        return self._agents.new_agent(
+            params.get(AGENT_PARAMETER), call_id=call_id, context=call_context(call_id, params)
+        )
+
+    def __call__(
+        self, call_id: str, media: CallMedia, send: SendOutput, params: Mapping[str, str]
+    ) -> Call:
+        voice = self._voice
+        if voice.vad is None or voice.stt is None or voice.tts is None:
+            raise NotReadyError(
+                f"call {call_id} refused: the speech models are still loading (see /ready)"
+            )
+        stages = Stages(voice.vad, voice.stt, self.agent(call_id, params), voice.tts)
+        return Call(call_id, media, stages, send, policy=self._settings.turn)
+
+
+def mount_bridges(app: FastAPI, settings: Settings, calls: CallMaker) -> None:
+    """Serve every bridge on `app`, with the credentials `settings` holds for each."""
+    bridges = settings.bridges
+    rest = rest_from_settings(bridges)
+    twilio = {"auth_token": bridges.twilio_auth_token, "public_url": bridges.public_url}
+    mount_twilio_media(app, calls, rest=rest, **twilio)
+    mount_twilio_relay(app, calls.agent, **twilio)
+    mount_twilio_calls(app, bridges, rest=rest)
+    mount_audiocodes(app, calls, token=bridges.audiocodes_token)
+    mount_acs(app, calls, token=bridges.acs_token)
+    mount_telnyx(app, calls, token=bridges.telnyx_token)
+    mount_vonage(app, calls, token=bridges.vonage_token)
+    mount_browser(app, calls)
+    if rest is None:
+        log.info("Twilio REST is not configured: hang-ups close the stream; no outbound calls")
