@@ -67,7 +67,7 @@ async def test_ready_once_the_speech_models_are_loaded_and_warm(tmp_path: Path) 
         loaded = {"state": "loaded"}
         assert response.json() == {
             "status": "ready",
-            "components": {"vad": loaded, "stt": loaded, "tts": loaded},
+            "components": {"vad": loaded, "stt": loaded, "tts": loaded, "nlu": loaded},
         }
         assert isinstance(app.state.voice.vad, SileroVAD)
 

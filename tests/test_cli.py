@@ -107,7 +107,7 @@ def test_serve_answers_health_at_once_and_ready_once_models_load(tmp_path: Path)
                 time.sleep(0.1)
         assert health is not None and health.json() == {"status": "ok"}
         assert ready is not None and ready.status_code == 200, ready and ready.text
-        assert set(ready.json()["components"]) == {"vad", "stt", "tts"}
+        assert set(ready.json()["components"]) == {"vad", "stt", "tts", "nlu"}
     finally:
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=10)

@@ -12,9 +12,11 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from opusagent.bridges.dial import RECORD_RATE, DialError, DialResult, run_dial
 from opusagent.bridges.farends import FAR_ENDS, UnknownBridgeError, far_end_for
+from opusagent.bridges.farends.twilio_relay import converse, signature_headers
 from opusagent.call.stages import Samples
 from opusagent.config import ConfigError, Settings, load_settings
 from opusagent.voice.engines import EngineChoiceError, build_stt
@@ -26,6 +28,8 @@ from opusagent.voice.vad import SileroModel, SileroVAD
 from opusagent.voice.workers import ModelWorkers
 
 DTMF_KEYS = re.compile(r"^[0-9*#A-Da-d]+$")
+RELAY = "relay"
+"""Twilio ConversationRelay: text both ways, so the dialler recognises the WAV itself."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,21 +44,26 @@ class AgentUtterance:
 
 def dial_command(
     bridge: Annotated[
-        str, typer.Argument(help=f"The provider to speak as: {', '.join(sorted(FAR_ENDS))}.")
+        str,
+        typer.Argument(help=f"The provider to speak as: {', '.join(sorted([*FAR_ENDS, RELAY]))}."),
     ],
     url: Annotated[
         str,
         typer.Argument(help="The server's WebSocket URL, e.g. ws://localhost:8000/twilio/media."),
     ],
     wav: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             help="What the caller says: a 16-bit PCM WAV, any rate, any channels.",
             exists=True,
             dir_okay=False,
             readable=True,
         ),
-    ],
+    ] = None,
+    say: Annotated[
+        list[str] | None,
+        typer.Option(help="relay only: what the caller says, as text, in order (repeatable)."),
+    ] = None,
     dtmf: Annotated[
         str | None, typer.Option(help="Keys to press after the last turn, e.g. 12#.")
     ] = None,
@@ -84,16 +93,27 @@ def dial_command(
     real-time clock, with playback acknowledgements and clears honoured as the provider does.
     Writes what the agent said to a WAV file and prints the call with its timings.
     """
+    if dtmf is not None and not DTMF_KEYS.match(dtmf):
+        _fail(f"--dtmf {dtmf!r}: keys are 0-9, *, #, A-D")
+    if bridge == RELAY and say:
+        _dial_relay(url, list(say), dtmf=dtmf, turns=turns, token=token)
+        return
+    if wav is None:
+        _fail("--wav is needed (or, for relay, --say)")
+    try:
+        samples, rate = read_wav(wav)
+    except (OSError, EOFError, ValueError, wave.Error) as exc:
+        _fail(f"cannot read {wav}: {exc}")
+    if bridge == RELAY:
+        said = [u.text for u in _recognised(samples, rate) if u.text]
+        if not said:
+            _fail(f"the offline recogniser heard no words in {wav}")
+        _dial_relay(url, said, dtmf=dtmf, turns=turns, token=token)
+        return
     try:
         far_end = far_end_for(bridge, url, token=token)
     except UnknownBridgeError as exc:
-        _fail(str(exc))
-    if dtmf is not None and not DTMF_KEYS.match(dtmf):
-        _fail(f"--dtmf {dtmf!r}: keys are 0-9, *, #, A-D")
-    try:
-        read_wav(wav)
-    except (OSError, EOFError, ValueError, wave.Error) as exc:
-        _fail(f"cannot read {wav}: {exc}")
+        _fail(f"{exc}, {RELAY}")
     try:
         result = asyncio.run(run_dial(far_end, url, wav, dtmf=dtmf, turns=turns, quiet_s=quiet))
     except DialError as exc:
@@ -110,18 +130,52 @@ def dial_command(
     )
 
 
+def _dial_relay(
+    url: str, said: list[str], *, dtmf: str | None, turns: int, token: str | None
+) -> None:
+    """ConversationRelay is text: each utterance (recognised from the WAV here, as Twilio
+    would, or given with --say) is sent as a prompt."""
+    headers = signature_headers(url, token) if token else None
+    try:
+        session = asyncio.run(converse(url, said * turns, dtmf=dtmf, headers=headers))
+    except (OSError, InvalidHandshake, ConnectionClosed) as exc:
+        _fail(f"cannot dial {url}: {exc}")
+    table = Table(title="The conversation (ConversationRelay)")
+    table.add_column("Time (s)", justify="right")
+    table.add_column("Who")
+    table.add_column("What")
+    for line in session.lines:
+        what = line.text or (f"key {line.dtmf}" if line.dtmf else "")
+        if line.latency_s is not None:
+            what += f"  [{line.latency_s * 1000:.0f} ms]"
+        table.add_row(
+            f"{line.at_s:.2f}", line.speaker, what + (" (cut)" if line.interrupted else "")
+        )
+    console = Console()
+    console.print(table)
+    ending = f"handoff {session.handoff_data}" if session.handoff_data else "caller hung up"
+    console.print(f"Session ended: {ending}.", highlight=False)
+    for error in session.errors:
+        console.print(f"protocol error: {error}", style="red", markup=False)
+
+
 def _spans(result: DialResult) -> list[AgentUtterance]:
     return [AgentUtterance(start, end, None) for start, end in result.agent_utterances()]
 
 
 def _transcribed(result: DialResult) -> list[AgentUtterance]:
     """The agent's utterances as the offline VAD finds them, with the recogniser's words."""
+    return _recognised(result.agent_audio, RECORD_RATE)
+
+
+def _recognised(samples: Samples, rate: int) -> list[AgentUtterance]:
+    """The utterances in `samples` as the offline VAD finds them, with the recogniser's words."""
     try:
         settings = load_settings()
     except ConfigError as exc:
         _fail(str(exc))
     vad = SileroVAD(SileroModel(settings.vad_threads))
-    audio = resample(result.agent_audio, RECORD_RATE, vad.sample_rate)
+    audio = resample(samples, rate, vad.sample_rate)
     segments = find_utterances(audio, vad, settings.turn)
     if not segments:
         return []

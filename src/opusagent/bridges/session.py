@@ -186,9 +186,10 @@ class _Session:
         elif isinstance(meaning, StartCall):
             try:
                 await self._start(meaning)
-            except Exception:
+            except Exception as exc:
                 log.exception("call %s: could not be started", meaning.call_id)
-                await self._close(code=INTERNAL_ERROR, reason="call could not be started")
+                reason = f"call could not be started: {exc}"
+                await self._close(code=INTERNAL_ERROR, reason=reason)
                 return False
         elif self._call is None:
             log.warning("%s: ignoring %s before the stream started", self._ws.url.path, meaning)

@@ -72,6 +72,9 @@ class FakeVAD:
     def open_stream(self, on_result: VadCallback) -> _EnergyStream:
         return _EnergyStream(self._window, self._threshold, on_result)
 
+    async def aclose(self) -> None:
+        """Nothing to release (a drop-in for the process's VAD in a served app)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Utterance:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -11,6 +12,8 @@ from opusagent.agent.tools.registry import ToolContext
 from opusagent.call.events import AgentStatus
 from opusagent.call.stages import ExpectSpeech, HistoryEntry, ReplyPart, UserTurn
 from opusagent.config import Settings
+
+log = logging.getLogger(__name__)
 
 OnCommit = Callable[[AgentState, Outcome], None]
 
@@ -56,6 +59,15 @@ class FsaAgent:
             return  # a newer turn began while this one was decided: it never happened
         self._record_history(outcome.state, turn.history)
         self._state = outcome.state
+        audit = outcome.audit
+        log.info(
+            "call %s: %s -> %s (%s%s)",
+            self.call_id,
+            audit.state_before,
+            audit.state_after,
+            audit.decision,
+            f"; intent {audit.intent} {audit.intent_score}" if audit.intent else "",
+        )
         if self._on_commit is not None:
             self._on_commit(outcome.state, outcome)
         yield AgentStatus(outcome.state.state, self._status(outcome))

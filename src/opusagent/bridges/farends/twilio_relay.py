@@ -310,9 +310,12 @@ async def converse(
         with contextlib.suppress(TimeoutError):
             await client.reply(reply_timeout_s)
         for send, value in inputs:
-            if client.closed.is_set():
+            if client.closed.is_set() or client.ended_by_server:
                 break
-            await send(value)
+            try:
+                await send(value)
+            except ConnectionClosed:
+                break  # the server ended the session while this input was on its way
             with contextlib.suppress(TimeoutError):
                 await client.reply(reply_timeout_s)
     return client.transcript()
