@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from opusagent import __version__
 from opusagent.agent.fsa.catalog import AgentCatalog
 from opusagent.agent.nlu.embeddings import MiniLMEmbedder
+from opusagent.bridges.twilio_rest import rest_from_settings
 from opusagent.config import Settings
 from opusagent.readiness import Loader, Readiness
 from opusagent.serving import CallMaker, mount_bridges
@@ -52,9 +53,13 @@ def create_app(
     readiness = Readiness()
     voice = VoiceStack(settings)
     catalog = None
+    twilio = rest_from_settings(settings.bridges)
     if bridges:
         catalog = agents or AgentCatalog.load(
-            settings.agents, default=settings.default_agent, settings=settings
+            settings.agents,
+            default=settings.default_agent,
+            twilio=twilio,
+            sms_from=settings.bridges.twilio_from_number,
         )
     if loaders is None:
         loaders = dict(voice.loaders())
@@ -78,7 +83,7 @@ def create_app(
     app.state.voice = voice
     if catalog is not None:
         app.state.agents = catalog
-        mount_bridges(app, settings, CallMaker(settings, voice, catalog))
+        mount_bridges(app, settings, CallMaker(settings, voice, catalog), twilio)
 
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

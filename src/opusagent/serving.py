@@ -22,7 +22,7 @@ from opusagent.bridges.telnyx import mount_telnyx
 from opusagent.bridges.twilio_calls import mount_twilio_calls
 from opusagent.bridges.twilio_media import mount_twilio_media
 from opusagent.bridges.twilio_relay import mount_twilio_relay
-from opusagent.bridges.twilio_rest import rest_from_settings
+from opusagent.bridges.twilio_rest import TwilioRest
 from opusagent.bridges.vonage import mount_vonage
 from opusagent.call.call import Call, SendOutput, Stages
 from opusagent.call.events import CallMedia
@@ -77,10 +77,12 @@ class CallMaker:
         return Call(call_id, media, stages, send, policy=self._settings.turn)
 
 
-def mount_bridges(app: FastAPI, settings: Settings, calls: CallMaker) -> None:
-    """Serve every bridge on `app`, with the credentials `settings` holds for each."""
+def mount_bridges(
+    app: FastAPI, settings: Settings, calls: CallMaker, rest: TwilioRest | None
+) -> None:
+    """Serve every bridge on `app`, with the credentials `settings` holds for each; `rest` is
+    the Twilio account's REST client (None: not configured)."""
     bridges = settings.bridges
-    rest = rest_from_settings(bridges)
     twilio = {"auth_token": bridges.twilio_auth_token, "public_url": bridges.public_url}
     mount_twilio_media(app, calls, rest=rest, **twilio)
     mount_twilio_relay(app, calls.agent, **twilio)

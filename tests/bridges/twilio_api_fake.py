@@ -1,11 +1,13 @@
-"""A loopback stand-in for Twilio's REST API (the Calls resource), and a uvicorn helper.
+"""A loopback stand-in for Twilio's REST API (Calls and Messages), and a uvicorn helper.
 
 It answers as Twilio documents it (https://www.twilio.com/docs/voice/api/call-resource): HTTP
 Basic `AccountSid:AuthToken`; form-encoded `POST /2010-04-01/Accounts/{AccountSid}/Calls.json`
 creates a call (`To`, `From`, one of `Url`/`Twiml`/`ApplicationSid`) and answers 201 with the
 call resource as JSON; `POST …/Calls/{CallSid}.json` updates a live call (`Status=completed`
 ends it, `Twiml` replaces its TwiML); a call that does not exist or has ended answers 404 with
-error code 20404 (CATALOG §1.8). Every request is recorded with its exact form fields.
+error code 20404 (CATALOG §1.8). `POST …/Messages.json` (`To`, `From`, `Body`) answers 201 with
+the message resource (https://www.twilio.com/docs/messaging/api/message-resource). Every request
+is recorded with its exact form fields.
 
 twilio-python is pointed at it through its documented hook for custom transports, a custom
 HTTP client (`Client(..., http_client=...)`): `LoopbackHttpClient` is the SDK's own
@@ -68,6 +70,11 @@ class FakeTwilioApi:
             routes=[
                 Route(f"{calls}.json", self._create, methods=["POST"]),
                 Route(calls + "/{sid}.json", self._update, methods=["POST"]),
+                Route(
+                    f"/2010-04-01/Accounts/{self.account_sid}/Messages.json",
+                    self._message,
+                    methods=["POST"],
+                ),
             ]
         )
 
@@ -122,6 +129,26 @@ class FakeTwilioApi:
         if fields.get("Status") == ["completed"]:
             call["status"] = "completed"
         return JSONResponse(call)
+
+    async def _message(self, request: Request) -> JSONResponse:
+        recorded = await self._record(request)
+        if isinstance(recorded, JSONResponse):
+            return recorded
+        fields = recorded.fields()
+        if "To" not in fields or "From" not in fields or "Body" not in fields:
+            return _error(400, 21602, "Message body, To and From are required")
+        self._next += 1
+        sid = f"SM{self._next:032x}"
+        message = {"sid": sid, "account_sid": self.account_sid, "status": "queued"}
+        return JSONResponse(
+            {
+                **message,
+                "to": fields["To"][0],
+                "from": fields["From"][0],
+                "body": fields["Body"][0],
+            },
+            status_code=201,
+        )
 
     def _resource(self, sid: str, to: str, from_: str, status: str) -> dict[str, Any]:
         return {

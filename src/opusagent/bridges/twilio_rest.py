@@ -1,4 +1,4 @@
-"""Twilio's REST API for live calls: hang up, transfer, and place outbound calls.
+"""Twilio's REST API: hang up, transfer and place calls; send text messages.
 
 Protocol facts (twilio-python `twilio/rest/api/v2010/account/call/__init__.py`, and
 https://www.twilio.com/docs/voice/api/call-resource):
@@ -9,7 +9,9 @@ https://www.twilio.com/docs/voice/api/call-resource):
 - a call that has already ended answers HTTP 404 with Twilio error code 20404;
 - a call is placed with `POST …/Calls.json`: `To`, `From`, `Twiml` (at most 4000 characters),
   `StatusCallback`, `StatusCallbackEvent` (once per event: initiated, ringing, answered,
-  completed) and `StatusCallbackMethod`; the answer is the call resource (JSON) with its `sid`.
+  completed) and `StatusCallbackMethod`; the answer is the call resource (JSON) with its `sid`;
+- a text message is sent with `POST …/Messages.json`: `To`, `From`, `Body`; the answer is the
+  message resource with its `sid` and `status` (https://www.twilio.com/docs/messaging/api/message-resource).
 
 Every request goes through the SDK's asynchronous client (`AsyncTwilioHttpClient` and the
 `*_async` methods): nothing here blocks the event loop.
@@ -63,6 +65,14 @@ class TwilioApiError(Exception):
 @dataclass(frozen=True, slots=True)
 class CreatedCall:
     """Twilio's answer to a new call: its SID and first status (usually `queued`)."""
+
+    sid: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedMessage:
+    """Twilio's answer to a new text message: its SID and first status (usually `queued`)."""
 
     sid: str
     status: str
@@ -130,6 +140,14 @@ class TwilioRest:
             ),
         )
         return CreatedCall(sid=str(call.sid), status=str(call.status))
+
+    async def send_sms(self, *, to: str, from_: str, body: str) -> CreatedMessage:
+        """Text `body` to `to` from `from_` (a Twilio number of this account)."""
+        message = await self._request(
+            f"text {to} from {from_}",
+            lambda: self._client.messages.create_async(to=to, from_=from_, body=body),
+        )
+        return CreatedMessage(sid=str(message.sid), status=str(message.status))
 
     async def _update(self, call_sid: str, what: str, **fields: str) -> None:
         await self._request(what, lambda: self._client.calls(call_sid).update_async(**fields))

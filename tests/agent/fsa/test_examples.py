@@ -167,12 +167,13 @@ async def test_insurance_opens_a_claim() -> None:
     claims = chat("insurance_fnol.yaml")
     await claims.start()
 
-    await claims.key("12345678")
+    keyed = await claims.key("12345678")
     await claims.say("it was a car accident")
     await claims.say("yesterday")
     await claims.say("no")
     opened = await claims.say("someone reversed into my car in a car park")
 
+    assert keyed.reply[0] == "Policy number one two three four, five six seven eight."
     assert claims.state.state == "claim_opened"
     assert claims.state.slots["loss_date"] == "2026-11-20"
     assert claims.state.tools["claim"]["number"] in opened.speech

@@ -9,9 +9,9 @@ from typing import Any
 from opusagent.agent.fsa.controller import Controller, Outcome, TurnInput
 from opusagent.agent.fsa.state import AgentState, Line
 from opusagent.agent.tools.registry import ToolContext
+from opusagent.bridges.twilio_rest import TwilioRest
 from opusagent.call.events import AgentStatus
 from opusagent.call.stages import ExpectSpeech, HistoryEntry, ReplyPart, UserTurn
-from opusagent.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,8 @@ class FsaAgent:
         call_id: str,
         state: AgentState | None = None,
         context: dict[str, Any] | None = None,
-        settings: Settings | None = None,
+        twilio: TwilioRest | None = None,
+        sms_from: str | None = None,
         knowledge: object = None,
         on_commit: OnCommit | None = None,
     ) -> None:
@@ -41,7 +42,12 @@ class FsaAgent:
         self.call_id = call_id
         self._state = state or controller.new_state(context)
         self._tool_context = ToolContext(
-            call_id=call_id, slots={}, context={}, settings=settings, knowledge=knowledge
+            call_id=call_id,
+            slots={},
+            context={},
+            twilio=twilio,
+            sms_from=sms_from,
+            knowledge=knowledge,
         )
         self._on_commit = on_commit
         self._latest = -1

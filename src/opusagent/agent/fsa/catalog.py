@@ -15,7 +15,7 @@ from opusagent.agent.fsa.loader import AgentFileError, LoadedAgent, load_agent
 from opusagent.agent.fsa.state import AgentState
 from opusagent.agent.nlu.embeddings import Embedder
 from opusagent.agent.nlu.intents import IntentClassifier
-from opusagent.config import Settings
+from opusagent.bridges.twilio_rest import TwilioRest
 
 AGENT_FILE_SUFFIXES = (".yaml", ".yml")
 
@@ -37,7 +37,9 @@ class AgentCatalog:
         self,
         entries: Mapping[str, CatalogEntry],
         default: str | None = None,
-        settings: Settings | None = None,
+        *,
+        twilio: TwilioRest | None = None,
+        sms_from: str | None = None,
     ) -> None:
         if not entries:
             raise AgentFileError("no agents were loaded")
@@ -47,7 +49,8 @@ class AgentCatalog:
             )
         self._entries = dict(entries)
         self.default = default or next(iter(entries))
-        self._settings = settings
+        self._twilio = twilio
+        self._sms_from = sms_from
 
     @classmethod
     def load(
@@ -55,7 +58,8 @@ class AgentCatalog:
         paths: Sequence[Path],
         *,
         default: str | None = None,
-        settings: Settings | None = None,
+        twilio: TwilioRest | None = None,
+        sms_from: str | None = None,
         embedder: Embedder | None = None,
         proposer: Proposer | None = None,
         today: datetime.date | None = None,
@@ -72,7 +76,7 @@ class AgentCatalog:
             entries[name] = CatalogEntry(
                 loaded, build_controller(loaded, embedder=embedder, proposer=proposer, today=today)
             )
-        return cls(entries, default, settings)
+        return cls(entries, default, twilio=twilio, sms_from=sms_from)
 
     def use_embedder(self, embedder: Embedder) -> None:
         """Classify intents with sentence embeddings from now on (new calls get them).
@@ -114,7 +118,8 @@ class AgentCatalog:
             call_id=call_id,
             state=state,
             context=dict(context or {}),
-            settings=self._settings,
+            twilio=self._twilio,
+            sms_from=self._sms_from,
             knowledge=entry.loaded.knowledge,
             on_commit=on_commit,
         )

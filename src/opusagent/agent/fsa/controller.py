@@ -238,6 +238,8 @@ class _Turn:
         changes = {name: parsed.value for name, parsed in accepted_slots.items()}
         self.s.slots.update(changes)
         self.audit.slot_changes = changes
+        for name, parsed in accepted_slots.items():
+            self._read_back(name, parsed)
 
         if self.turn.kind is TurnKind.NO_INPUT:
             self.s.no_inputs += 1
@@ -480,17 +482,25 @@ class _Turn:
             call_id=base.call_id if base else "",
             slots=dict(self.s.slots),
             context=dict(self.s.context),
-            settings=base.settings if base else None,
+            twilio=base.twilio if base else None,
+            sms_from=base.sms_from if base else None,
             knowledge=base.knowledge if base else None,
         )
 
     # --- speech ------------------------------------------------------------------------
 
-    def _say(self, template: str) -> None:
+    def _read_back(self, slot_name: str, parsed: Parsed) -> None:
+        spec = self.spec.slots.get(slot_name)
+        if spec is None or spec.confirm is None:
+            return
+        extra = {"value": parsed.value, "spoken_value": spoken(spec.rules(), parsed.value)}
+        self._say(spec.confirm, extra)
+
+    def _say(self, template: str, extra: Mapping[str, Any] | None = None) -> None:
         if not template:
             return
         try:
-            text = render(template, self._variables())
+            text = render(template, {**self._variables(), **(extra or {})})
         except AgentTemplateError as exc:
             self.audit.tool_calls.append(ToolRecord(name="(template)", error=str(exc)))
             return

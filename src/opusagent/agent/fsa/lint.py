@@ -126,10 +126,12 @@ class _Linter:
         for i, transition in enumerate(self.spec.global_transitions):
             self._transition(["global_transitions", i], transition)
         for name, slot in self.spec.slots.items():
-            for key in ("prompt", "confirm"):
-                template = getattr(slot, key)
-                if template:
-                    self._template(["slots", name, key], template)
+            if slot.prompt:
+                self._template(["slots", name, "prompt"], slot.prompt)
+            if slot.confirm:
+                sample = _SAMPLES[slot.type]
+                extra = {"value": sample, "spoken_value": str(sample)}
+                self._template(["slots", name, "confirm"], slot.confirm, extra)
             if slot.pattern is not None:
                 self._regex(["slots", name, "pattern"], slot.pattern)
         for key in ("greeting", "resume_say"):
@@ -326,7 +328,9 @@ class _Linter:
             if isinstance(value, str):
                 self._template([*path, "args", name], value)
 
-    def _template(self, path: list[PathPart], source: str) -> None:
+    def _template(
+        self, path: list[PathPart], source: str, extra: dict[str, Any] | None = None
+    ) -> None:
         try:
             check_syntax(source)
             tree = _PARSER.parse(source)
@@ -335,7 +339,7 @@ class _Linter:
             return
         self._references(path, tree)
         try:
-            render(source, self._variables())
+            render(source, {**self._variables(), **(extra or {})})
         except AgentTemplateError as exc:
             self.add("error", path, str(exc))
 

@@ -46,7 +46,8 @@ class SlotSpec(_Spec):
     pattern: str | None = Field(None, description="A regex the value must fully match.")
     confirm: str | None = Field(
         None,
-        description="How the value is read back (a template; `value` and `spoken` are set).",
+        description="Read back when the caller gives a value (a template; `value` and "
+        "`spoken_value` are set), before whatever the turn says next.",
     )
     sensitive: bool = Field(False, description="Kept out of logs and spoken confirmations.")
 
@@ -163,6 +164,14 @@ class TransitionSpec(_Spec):
     description: str = ""
 
 
+class LLMSpec(_Spec):
+    """The model that may propose transitions and fill slots (optional)."""
+
+    model: str
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    timeout_s: float = Field(4.0, gt=0)
+
+
 class StateSpec(_Spec):
     """A state: what the agent says on entry, what it collects and where it may go."""
 
@@ -177,6 +186,7 @@ class StateSpec(_Spec):
     no_input_say: str | None = Field(None, description="Said when the caller is silent.")
     max_retries: int | None = Field(None, ge=0, description="Default: the agent's max_retries.")
     tools: list[Name] = Field(default_factory=list, description="Tools an LLM may call here.")
+    llm: LLMSpec | None = Field(None, description="This state's model, instead of the agent's.")
     on_enter: list[ToolCallSpec] = Field(default_factory=list)
     scratchpad: str | None = Field(
         None, description="LLM reasoning asked for in this state: logged, never spoken."
@@ -184,14 +194,6 @@ class StateSpec(_Spec):
     final: bool = Field(False, description="The call ends after this state's say.")
     transitions: list[TransitionSpec] = Field(default_factory=list)
     description: str = ""
-
-
-class LLMSpec(_Spec):
-    """The model that may propose transitions and fill slots (optional)."""
-
-    model: str
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
-    timeout_s: float = Field(4.0, gt=0)
 
 
 class AgentSpec(_Spec):

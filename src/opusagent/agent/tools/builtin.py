@@ -13,6 +13,7 @@ from pydantic import Field
 
 from opusagent.agent.knowledge import KnowledgeBase
 from opusagent.agent.tools.registry import ToolContext, ToolError, ToolRegistry
+from opusagent.bridges.twilio_rest import TwilioApiError
 from opusagent.call.events import HangUp, SendDtmf, Transfer
 
 Digits = Annotated[str, Field(pattern=r"^[0-9*#A-Dw]+$")]
@@ -35,27 +36,20 @@ def send_dtmf(digits: Digits) -> SendDtmf:
 
 async def send_sms(body: str, context: ToolContext, to: str | None = None) -> dict[str, Any]:
     """Send a text message to the caller (or `to`) through Twilio Messaging."""
-    settings = context.settings
-    bridges = settings.bridges if settings is not None else None
-    if bridges is None or not (bridges.twilio_account_sid and bridges.twilio_auth_token):
+    if context.twilio is None:
         raise ToolError(
             "send_sms needs OPUSAGENT_BRIDGES__TWILIO_ACCOUNT_SID and "
             "OPUSAGENT_BRIDGES__TWILIO_AUTH_TOKEN"
         )
     recipient = to or str(context.context.get("caller", ""))
-    sender = str(context.context.get("called", "")) or bridges.twilio_from_number
+    sender = str(context.context.get("To", "")) or context.sms_from
     if not recipient or not sender:
-        raise ToolError("send_sms needs the caller's number and a sender number")
-    from twilio.http.async_http_client import AsyncTwilioHttpClient
-    from twilio.rest import Client
-
-    http = AsyncTwilioHttpClient()
+        raise ToolError("send_sms needs the caller's number and a number to send from")
     try:
-        client = Client(bridges.twilio_account_sid, bridges.twilio_auth_token, http_client=http)
-        message = await client.messages.create_async(to=recipient, from_=sender, body=body)
-    finally:
-        await http.close()
-    return {"sid": message.sid, "status": message.status}
+        sent = await context.twilio.send_sms(to=recipient, from_=sender, body=body)
+    except TwilioApiError as exc:
+        raise ToolError(f"send_sms: {exc}") from exc
+    return {"sid": sent.sid, "status": sent.status}
 
 
 def lookup(query: str, context: ToolContext) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from opusagent.config import Settings
+from opusagent.bridges.twilio_rest import TwilioRest
 
 ToolFunction = Callable[..., Any]
 DEFAULT_TIMEOUT_S = 5.0
@@ -34,7 +34,10 @@ class ToolContext:
     call_id: str
     slots: Mapping[str, Any]
     context: Mapping[str, Any]
-    settings: Settings | None = None
+    twilio: TwilioRest | None = None
+    """The account's REST client, for `send_sms` (None: not configured)."""
+    sms_from: str | None = None
+    """The number texts are sent from when the call's own number is not known."""
     knowledge: Any = None
     """The agent's knowledge base, for `lookup`."""
 
