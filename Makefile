@@ -26,6 +26,8 @@ DEBS = $(if $(shell command -v python3),,python3) $(if $(HAVE_UV_OR_PIP),,python
 # espeak-ng and flite are the fallback text-to-speech engines; the tests also make speech with them.
 # graphviz draws agent graphs as SVG (`opusagent agent graph -o x.svg`).
 DEBS += $(if $(shell command -v espeak-ng),,espeak-ng) $(if $(shell command -v flite),,flite) $(if $(shell command -v dot),,graphviz)
+# redis-server: the tests start a throwaway one (sessions that survive a drop or a crash).
+DEBS += $(if $(shell command -v redis-server),,redis-server)
 
 SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 

@@ -139,6 +139,22 @@ class Settings(BaseSettings):
         description="Match intents with all-MiniLM-L6-v2 sentence embeddings as well as "
         "keywords (about 7 ms per utterance); loaded at start-up, see /ready.",
     )
+    redis_url: str | None = Field(
+        None,
+        description="Redis holding each call's session (e.g. redis://localhost:6379/0), so a "
+        "dropped or crashed call resumes on any server; unset: sessions live in this process.",
+    )
+    session_ttl_s: int = Field(
+        3600, ge=60, description="How long a call's session is kept after its last change."
+    )
+    database_url: str = Field(
+        "sqlite+aiosqlite:///opusagent-calls.db",
+        description="Where call records are stored (SQLAlchemy async URL; PostgreSQL: "
+        "postgresql+asyncpg://…, with the postgres extra).",
+    )
+    recordings_dir: Path | None = Field(
+        None, description="Where call recordings (stereo WAV) are written; unset: none."
+    )
     bridges: BridgeSettings = Field(
         default_factory=BridgeSettings,
         description="Telephony providers: public URL, API key and per-provider credentials.",
