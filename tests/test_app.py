@@ -60,14 +60,22 @@ async def test_ready_without_loaders() -> None:
 
 @pytest.mark.slow
 async def test_ready_once_the_speech_models_are_loaded_and_warm(tmp_path: Path) -> None:
-    app = create_app(Settings(tts_cache_dir=tmp_path))
+    app = create_app(
+        Settings(tts_cache_dir=tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path}/c.db")
+    )
     async with serving(app) as http:
         await app.state.readiness.wait()
         response = await http.get("/ready")
         loaded = {"state": "loaded"}
         assert response.json() == {
             "status": "ready",
-            "components": {"vad": loaded, "stt": loaded, "tts": loaded, "nlu": loaded},
+            "components": {
+                "vad": loaded,
+                "stt": loaded,
+                "tts": loaded,
+                "nlu": loaded,
+                "records": loaded,
+            },
         }
         assert isinstance(app.state.voice.vad, SileroVAD)
 
@@ -76,7 +84,11 @@ async def test_an_engine_that_cannot_run_here_is_named_by_ready(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("shutil.which", lambda program: None)
-    app = create_app(Settings(tts="flite", tts_cache_dir=tmp_path))
+    app = create_app(
+        Settings(
+            tts="flite", tts_cache_dir=tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path}/c.db"
+        )
+    )
     async with serving(app) as http:
         await app.state.readiness.wait()
         error = assert_error(await http.get("/ready"), 503, "not_ready")
@@ -167,16 +179,16 @@ async def test_method_not_allowed() -> None:
 async def test_http_exception_keeps_its_message_and_detail() -> None:
     app = create_app(Settings())
 
-    @app.get("/calls/{call_id}")
-    async def get_call(call_id: str) -> None:
-        raise HTTPException(404, detail=f"No call {call_id} is in progress.")
+    @app.get("/orders/{order_id}")
+    async def get_order(order_id: str) -> None:
+        raise HTTPException(404, detail=f"No order {order_id} is open.")
 
     @app.get("/busy")
     async def busy() -> None:
         raise HTTPException(409, detail={"calls": 3})
 
-    error = assert_error(await get(app, "/calls/abc"), 404, "not_found")
-    assert error["message"] == "No call abc is in progress."
+    error = assert_error(await get(app, "/orders/abc"), 404, "not_found")
+    assert error["message"] == "No order abc is open."
     error = assert_error(await get(app, "/busy"), 409, "conflict")
     assert error == {
         "status": 409,

@@ -90,7 +90,11 @@ def test_serve_answers_health_at_once_and_ready_once_models_load(tmp_path: Path)
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "OPUSAGENT_TTS_CACHE_DIR": str(tmp_path)},
+        env={
+            **os.environ,
+            "OPUSAGENT_TTS_CACHE_DIR": str(tmp_path),
+            "OPUSAGENT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/calls.db",
+        },
     )
     try:
         health: httpx.Response | None = None
@@ -107,7 +111,7 @@ def test_serve_answers_health_at_once_and_ready_once_models_load(tmp_path: Path)
                 time.sleep(0.1)
         assert health is not None and health.json() == {"status": "ok"}
         assert ready is not None and ready.status_code == 200, ready and ready.text
-        assert set(ready.json()["components"]) == {"vad", "stt", "tts", "nlu"}
+        assert set(ready.json()["components"]) == {"vad", "stt", "tts", "nlu", "records"}
     finally:
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=10)

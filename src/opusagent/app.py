@@ -30,6 +30,9 @@ from opusagent.bridges.twilio_rest import rest_from_settings
 from opusagent.config import Settings
 from opusagent.readiness import Loader, Readiness
 from opusagent.serving import CallMaker, mount_bridges
+from opusagent.sessions import store_from_settings
+from opusagent.sessions.calls import RecordsHolder
+from opusagent.sessions.records_api import mount_call_records
 from opusagent.voice.stack import VoiceStack
 
 logger = logging.getLogger(__name__)
@@ -61,10 +64,14 @@ def create_app(
             twilio=twilio,
             sms_from=settings.bridges.twilio_from_number,
         )
+    store = store_from_settings(settings)
+    records = RecordsHolder(settings.database_url)
     if loaders is None:
         loaders = dict(voice.loaders())
         if catalog is not None and settings.nlu_embeddings:
             loaders["nlu"] = functools.partial(_load_embeddings, catalog)
+        loaders["records"] = records.open
+    calls = CallMaker(settings, voice, catalog, store, records) if catalog is not None else None
     for name, loader in loaders.items():
         readiness.register(name, loader)
 
@@ -75,15 +82,27 @@ def create_app(
             yield
         finally:
             await readiness.stop()
+            if calls is not None:
+                await calls.aclose()
+            await store.aclose()
+            await records.aclose()
             await voice.aclose()
 
     app = FastAPI(title="OpusAgent", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.readiness = readiness
     app.state.voice = voice
-    if catalog is not None:
+    app.state.sessions = store
+    app.state.records = records
+    if catalog is not None and calls is not None:
         app.state.agents = catalog
-        mount_bridges(app, settings, CallMaker(settings, voice, catalog), twilio)
+        mount_bridges(app, settings, calls, twilio)
+        mount_call_records(
+            app,
+            records,
+            api_key=settings.bridges.api_key,
+            recordings_dir=settings.recordings_dir,
+        )
 
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

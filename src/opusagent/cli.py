@@ -20,6 +20,7 @@ from opusagent.agent.fsa.catalog import UnknownAgentError
 from opusagent.agent.fsa.loader import AgentFileError
 from opusagent.app import create_app
 from opusagent.call.stages import Samples
+from opusagent.cli_options import ConfigFileOption
 from opusagent.config import (
     ConfigError,
     LogLevel,
@@ -31,6 +32,7 @@ from opusagent.config import (
     settings_table,
 )
 from opusagent.dial_cli import dial_command
+from opusagent.sessions.records_cli import calls_app
 from opusagent.voice.engines import EngineChoiceError, build_stt, build_tts
 from opusagent.voice.offline import (
     Segment,
@@ -63,19 +65,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(agent_app, name="agent")
+app.add_typer(calls_app, name="calls")
 app.command("dial")(dial_command)
-
-ConfigFileOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="YAML file of settings; environment variables override it.",
-        exists=True,
-        dir_okay=False,
-        readable=True,
-    ),
-]
 
 
 @app.command()

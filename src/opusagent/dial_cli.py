@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from opusagent.bridges.dial import RECORD_RATE, DialError, DialResult, run_dial
+from opusagent.bridges.dial import RECORD_RATE, DialError, DialResult, call_script, run_script
 from opusagent.bridges.farends import FAR_ENDS, UnknownBridgeError, far_end_for
 from opusagent.bridges.farends.twilio_relay import converse, signature_headers
 from opusagent.call.stages import Samples
@@ -86,6 +86,21 @@ def dial_command(
         float,
         typer.Option(help="Seconds of silence after which the agent is done talking.", min=0.1),
     ] = 1.0,
+    drop_after: Annotated[
+        float | None,
+        typer.Option(
+            help="Drop the line this many seconds into the call (no hang-up message), as a "
+            "lost connection would.",
+            min=0.0,
+        ),
+    ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            help="After --drop-after, reconnect the same call to this URL (another server, or "
+            "the same one) and carry on.",
+        ),
+    ] = None,
 ) -> None:
     """Call a running server as BRIDGE's provider would: say the WAV, press keys, hang up.
 
@@ -114,20 +129,28 @@ def dial_command(
         far_end = far_end_for(bridge, url, token=token)
     except UnknownBridgeError as exc:
         _fail(f"{exc}, {RELAY}")
+    if resume is not None and drop_after is None:
+        _fail("--resume needs --drop-after (when to drop the line)")
+    steps = call_script(samples, rate, turns=turns, dtmf=dtmf, quiet_s=quiet)
     try:
-        result = asyncio.run(run_dial(far_end, url, wav, dtmf=dtmf, turns=turns, quiet_s=quiet))
-    except DialError as exc:
+        legs = asyncio.run(
+            run_script(far_end, url, steps, drop_after=drop_after, resume_url=resume)
+        )
+    except (DialError, ValueError) as exc:
         _fail(str(exc))
-    result.save_wav(out)
-    utterances = _transcribed(result) if transcribe_agent else _spans(result)
     console = Console()
-    console.print(_transcript(result, utterances))
-    console.print(
-        f"Call ended: {result.end_reason}. Wrote {out}: "
-        f"{len(result.agent_audio) / RECORD_RATE:.2f} s at {RECORD_RATE} Hz. "
-        f"{result.received_count} messages received.",
-        highlight=False,
-    )
+    for number, result in enumerate(legs):
+        path = out if number == 0 else out.with_stem(f"{out.stem}.resumed")
+        result.save_wav(path)
+        utterances = _transcribed(result) if transcribe_agent else _spans(result)
+        title = "The call" if number == 0 else f"The call, resumed at {resume}"
+        console.print(_transcript(result, utterances, title))
+        console.print(
+            f"Call ended: {result.end_reason}. Wrote {path}: "
+            f"{len(result.agent_audio) / RECORD_RATE:.2f} s at {RECORD_RATE} Hz. "
+            f"{result.received_count} messages received.",
+            highlight=False,
+        )
 
 
 def _dial_relay(
@@ -201,7 +224,9 @@ async def _recognise(
         workers.close()
 
 
-def _transcript(result: DialResult, utterances: list[AgentUtterance]) -> Table:
+def _transcript(
+    result: DialResult, utterances: list[AgentUtterance], title: str = "The call"
+) -> Table:
     rows: list[tuple[float, str, str]] = []
     for number, turn in enumerate(result.turns, 1):
         answer = (
@@ -217,7 +242,7 @@ def _transcript(result: DialResult, utterances: list[AgentUtterance]) -> Table:
         said = f"“{utterance.text}”" if utterance.text is not None else "speaks"
         rows.append((utterance.start, "agent", f"{said}, until {utterance.end:.2f} s"))
     rows.extend((at, "heard", f"{heard.kind}: {heard.text}") for at, heard in result.heard)
-    table = Table(title="The call")
+    table = Table(title=title)
     table.add_column("Time (s)", justify="right")
     table.add_column("Who")
     table.add_column("What")

@@ -8,16 +8,20 @@ appointment to remind, …).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI
 
+from opusagent.agent.fsa.agent import FsaAgent
 from opusagent.agent.fsa.catalog import AgentCatalog
+from opusagent.audio.formats import AudioFormat
 from opusagent.bridges.acs import mount_acs
 from opusagent.bridges.audiocodes import mount_audiocodes
 from opusagent.bridges.browser import mount_browser
+from opusagent.bridges.session import CallFactory
 from opusagent.bridges.telnyx import mount_telnyx
 from opusagent.bridges.twilio_calls import mount_twilio_calls
 from opusagent.bridges.twilio_media import mount_twilio_media
@@ -28,6 +32,8 @@ from opusagent.call.call import Call, SendOutput, Stages
 from opusagent.call.events import CallMedia
 from opusagent.call.stages import Agent
 from opusagent.config import Settings
+from opusagent.sessions.calls import CallSession, RecordsGetter, parse_format
+from opusagent.sessions.store import SessionStore
 from opusagent.voice.stack import VoiceStack
 
 log = logging.getLogger(__name__)
@@ -52,29 +58,99 @@ def call_context(call_id: str, params: Mapping[str, str]) -> dict[str, Any]:
 
 
 class CallMaker:
-    """Builds each connection's Call: the process's voice stages and a fresh agent."""
+    """Builds each connection's Call: the process's voice stages and a fresh agent, whose
+    conversation is resumed from and written to the session store, and recorded at the end."""
 
-    def __init__(self, settings: Settings, voice: VoiceStack, agents: AgentCatalog) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        voice: VoiceStack,
+        agents: AgentCatalog,
+        store: SessionStore,
+        records: RecordsGetter,
+    ) -> None:
         self._settings = settings
         self._voice = voice
         self._agents = agents
+        self.store = store
+        self._records = records
+        self._endings: set[asyncio.Task[None]] = set()
 
     def agent(self, call_id: str, params: Mapping[str, str]) -> Agent:
-        """A new agent for one conversation (`UnknownAgentError` names the agents there are)."""
+        """A new agent for one text conversation (`UnknownAgentError` names the agents)."""
         return self._agents.new_agent(
             params.get(AGENT_PARAMETER), call_id=call_id, context=call_context(call_id, params)
         )
 
-    def __call__(
-        self, call_id: str, media: CallMedia, send: SendOutput, params: Mapping[str, str]
+    def for_bridge(self, bridge: str) -> CallFactory:
+        """The call factory of one bridge (its name goes on the session and the record)."""
+
+        def make(
+            call_id: str, media: CallMedia, send: SendOutput, params: Mapping[str, str]
+        ) -> Call:
+            return self.make(bridge, call_id, media, send, params)
+
+        return make
+
+    def make(
+        self,
+        bridge: str,
+        call_id: str,
+        media: CallMedia,
+        send: SendOutput,
+        params: Mapping[str, str],
     ) -> Call:
         voice = self._voice
         if voice.vad is None or voice.stt is None or voice.tts is None:
             raise NotReadyError(
                 f"call {call_id} refused: the speech models are still loading (see /ready)"
             )
-        stages = Stages(voice.vad, voice.stt, self.agent(call_id, params), voice.tts)
-        return Call(call_id, media, stages, send, policy=self._settings.turn)
+        entry = self._agents.entry(params.get(AGENT_PARAMETER))
+        session = CallSession(
+            call_id,
+            agent=entry.loaded.spec.name,
+            bridge=bridge,
+            media=media,
+            store=self.store,
+            records=self._records,
+        )
+        agent = self._agents.new_agent(
+            entry.loaded.spec.name,
+            call_id=call_id,
+            context=call_context(call_id, params),
+            on_commit=session.commit,
+            resume=session.resume,
+        )
+        call = Call(
+            call_id,
+            media,
+            Stages(voice.vad, voice.stt, agent, voice.tts),
+            send,
+            policy=self._settings.turn,
+        )
+        ending = asyncio.get_running_loop().create_task(self._finish(call, agent, session))
+        self._endings.add(ending)
+        ending.add_done_callback(self._endings.discard)
+        return call
+
+    async def known_format(self, call_id: str) -> AudioFormat | None:
+        """The inbound format of a call the session store holds (AudioCodes `session.resume`)."""
+        record = await self.store.load(call_id)
+        if record is None or record.ended:
+            return None
+        return parse_format(record.media.get("inbound", ""))
+
+    async def _finish(self, call: Call, agent: FsaAgent, session: CallSession) -> None:
+        await call.wait_closed()
+        try:
+            await session.finish(call, agent.state)
+        except Exception:
+            log.exception("call %s: its session or record could not be stored", call.call_id)
+
+    async def aclose(self) -> None:
+        """Wait for ending calls to store their sessions and records."""
+        if self._endings:
+            await asyncio.gather(*self._endings, return_exceptions=True)
 
 
 def mount_bridges(
@@ -84,13 +160,18 @@ def mount_bridges(
     the Twilio account's REST client (None: not configured)."""
     bridges = settings.bridges
     twilio = {"auth_token": bridges.twilio_auth_token, "public_url": bridges.public_url}
-    mount_twilio_media(app, calls, rest=rest, **twilio)
+    mount_twilio_media(app, calls.for_bridge("twilio"), rest=rest, **twilio)
     mount_twilio_relay(app, calls.agent, **twilio)
     mount_twilio_calls(app, bridges, rest=rest)
-    mount_audiocodes(app, calls, token=bridges.audiocodes_token)
-    mount_acs(app, calls, token=bridges.acs_token)
-    mount_telnyx(app, calls, token=bridges.telnyx_token)
-    mount_vonage(app, calls, token=bridges.vonage_token)
-    mount_browser(app, calls)
+    mount_audiocodes(
+        app,
+        calls.for_bridge("audiocodes"),
+        token=bridges.audiocodes_token,
+        known=calls.known_format,
+    )
+    mount_acs(app, calls.for_bridge("acs"), token=bridges.acs_token)
+    mount_telnyx(app, calls.for_bridge("telnyx"), token=bridges.telnyx_token)
+    mount_vonage(app, calls.for_bridge("vonage"), token=bridges.vonage_token)
+    mount_browser(app, calls.for_bridge("browser"))
     if rest is None:
         log.info("Twilio REST is not configured: hang-ups close the stream; no outbound calls")

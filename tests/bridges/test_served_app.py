@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -126,10 +127,10 @@ async def wait_ready(app: FastAPI, within: float = 120.0) -> None:
 
 
 @pytest.mark.slow
-async def test_real_speech_walks_the_bank_agent_over_the_browser_channel() -> None:
+async def test_real_speech_walks_the_bank_agent_over_the_browser_channel(tmp_path: Path) -> None:
     """A caller's voice (Piper) through Silero VAD, pocketsphinx with the state's grammar, the
     FSA and Piper again, over the browser channel at a page's 48 kHz."""
-    app = create_app(Settings())
+    app = create_app(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/calls.db"))
     async with serving(app) as url:
         await wait_ready(app)
         caller = await synthesize(app.state.voice.tts, "I lost my card.")
@@ -150,10 +151,10 @@ async def test_real_speech_walks_the_bank_agent_over_the_browser_channel() -> No
 
 @pytest.mark.slow
 async def test_real_speech_over_twilio_reaches_the_identify_state(
-    speak: Speak, caplog: pytest.LogCaptureFixture
+    speak: Speak, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     words, rate = speak("my card was stolen")
-    app = create_app(Settings())
+    app = create_app(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/calls.db"))
     caplog.set_level(logging.INFO, logger="opusagent.agent.fsa.agent")
     async with serving(app) as url:
         await wait_ready(app)

@@ -21,7 +21,7 @@ import binascii
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -40,6 +40,7 @@ from opusagent.audio.formats import (
 from opusagent.bridges.auth import admit
 from opusagent.bridges.json_frames import json_object, validate
 from opusagent.bridges.session import (
+    Await,
     CallFactory,
     Frame,
     Inbound,
@@ -68,6 +69,9 @@ from opusagent.call.events import (
 )
 
 log = logging.getLogger(__name__)
+
+KnownConversation = Callable[[str], Awaitable[AudioFormat | None]]
+"""The audio format a conversation was negotiated in, if the session store holds it."""
 
 PATH = "/audiocodes"
 
@@ -328,7 +332,8 @@ class AudioCodesTranslator:
     stream; a new generation, a barge-in or an outbound activity closes the open one first.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, known: KnownConversation | None = None) -> None:
+        self._known = known
         self._conversation_id: str | None = None
         self._format_name = ""
         self._format: AudioFormat | None = None
@@ -353,6 +358,12 @@ class AudioCodesTranslator:
             case SessionInitiate():
                 return self._on_initiate(message)
             case SessionResume(conversation_id=conversation_id):
+                if self._known is not None and self._conversation_id is None:
+                    known = self._known
+                    return Await(
+                        f"resume {conversation_id}",
+                        lambda: self._resume_known(conversation_id, known),
+                    )
                 return Reply(self._resume(conversation_id))
             case _:
                 return self._in_conversation(message)
@@ -416,11 +427,23 @@ class AudioCodesTranslator:
         return Reply(SessionAccepted(media_format=chosen).wire())
 
     def _resume(self, conversation_id: str) -> str:
-        """Resumption across connections needs a session store, which this server does not have
-        yet: only the conversation of this very connection is known (as in the SDK)."""
+        """Without a session store only the conversation of this connection is known."""
         if conversation_id == self._conversation_id:
             return SessionAccepted().wire()
         return SessionError(conversation_id=conversation_id, reason="conversation not found").wire()
+
+    async def _resume_known(self, conversation_id: str, known: KnownConversation) -> Reply:
+        """A new connection resumes a conversation the session store knows (this or another
+        server began it): it continues in the format negotiated then; the call starts with the
+        next user stream and the agent carries on where it was."""
+        fmt = await known(conversation_id)
+        name = next((n for n, f in MEDIA_FORMATS.items() if f == fmt), None)
+        if name is None:
+            return Reply(self._resume(conversation_id))
+        self._conversation_id = conversation_id
+        self._format_name = name
+        self._format = fmt
+        return Reply(SessionAccepted().wire())
 
     def _start_call(self) -> list[Inbound]:
         if self._call_started:
@@ -580,17 +603,24 @@ def _transfer_status(value: JsonValue) -> list[Inbound]:
 # --- the route -----------------------------------------------------------------------------
 
 
-def mount_audiocodes(app: FastAPI, calls: CallFactory, *, token: str | None) -> None:
+def mount_audiocodes(
+    app: FastAPI,
+    calls: CallFactory,
+    *,
+    token: str | None,
+    known: KnownConversation | None = None,
+) -> None:
     """Serve `WS /audiocodes` on `app`; `calls` builds the Call of each conversation.
 
     With `token`, connections without `Authorization: Bearer <token>` are refused before the
-    upgrade (HTTP 403; the SDK's own server answers 401, either fails VAIC's handshake).
+    upgrade (HTTP 403; the SDK's own server answers 401, either fails VAIC's handshake). With
+    `known`, `session.resume` continues conversations the session store holds.
     """
 
     @app.websocket(PATH)
     async def audiocodes(websocket: WebSocket) -> None:
         if not await admit(websocket, token or None, provider="VoiceAI Connect"):
             return
-        translator = AudioCodesTranslator()
+        translator = AudioCodesTranslator(known)
         reason = await run_session(websocket, translator, calls)
         log.info("conversation %s closed; call end reason: %s", translator.conversation_id, reason)

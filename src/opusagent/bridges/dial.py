@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -321,7 +321,7 @@ class DialSession:
     async def drop(self) -> None:
         """Drop the line: close the socket without the provider's hang-up messages."""
         if self._end_reason is None:
-            self._end_reason = "caller dropped the line"
+            self._end_reason = DROPPED
         await self._stop_sender()
         await self._close()
 
@@ -549,6 +549,72 @@ async def dial(
         await session._shutdown()
 
 
+Step = Callable[[DialSession], Awaitable[object]]
+DROPPED = "caller dropped the line"
+
+
+def call_script(
+    samples: Samples, rate: int, *, turns: int, dtmf: str | None, quiet_s: float
+) -> list[Step]:
+    """Let the greeting finish; `turns` times speak and wait for the answer; press `dtmf`."""
+
+    async def quiet(call: DialSession) -> object:
+        return await call.wait_until_quiet(quiet_s)
+
+    async def speak(call: DialSession) -> object:
+        await call.play(samples, rate)
+        return None
+
+    async def keys(call: DialSession) -> object:
+        await call.dtmf(dtmf or "")
+        return None
+
+    steps: list[Step] = [quiet]
+    for _ in range(turns):
+        steps += [speak, quiet]
+    if dtmf:
+        steps += [keys, quiet]
+    return steps
+
+
+async def run_script(
+    far_end: FarEnd,
+    url: str,
+    steps: Sequence[Step],
+    *,
+    drop_after: float | None = None,
+    resume_url: str | None = None,
+) -> list[DialResult]:
+    """Run `steps`, then hang up. With `drop_after`, the line drops that many seconds into the
+    call (the socket closes with no hang-up message); with `resume_url`, the same call then
+    reconnects there (`far_end.resumed()`) and runs the steps not yet done, starting again
+    with the one the drop cut short. One result per connection."""
+    legs: list[DialResult] = []
+    done = 0
+    async with dial(far_end, url) as call:
+        dropping: set[asyncio.Task[None]] = set()
+        timer = None
+        if drop_after is not None:
+            timer = asyncio.get_running_loop().call_later(
+                drop_after, lambda: dropping.add(asyncio.create_task(call.drop()))
+            )
+        for step in steps:
+            await step(call)
+            if call.ended:
+                break
+            done += 1
+        if timer is not None:
+            timer.cancel()
+        await asyncio.gather(*dropping)
+    legs.append(call.result())
+    if resume_url is not None and call.end_reason == DROPPED:
+        async with dial(far_end.resumed(), resume_url) as again:
+            for step in steps[done:]:
+                await step(again)
+        legs.append(again.result())
+    return legs
+
+
 async def run_dial(
     far_end: FarEnd,
     url: str,
@@ -561,12 +627,6 @@ async def run_dial(
     """A scripted call: let the greeting finish, then `turns` times speak `wav` and wait for
     the agent to finish answering, then press `dtmf` and wait again; hang up."""
     samples, rate = read_wav(wav)
-    async with dial(far_end, url) as call:
-        await call.wait_until_quiet(quiet_s)
-        for _ in range(turns):
-            await call.play(samples, rate)
-            await call.wait_until_quiet(quiet_s)
-        if dtmf:
-            await call.dtmf(dtmf)
-            await call.wait_until_quiet(quiet_s)
-    return call.result()
+    steps = call_script(samples, rate, turns=turns, dtmf=dtmf, quiet_s=quiet_s)
+    [result] = await run_script(far_end, url, steps)
+    return result

@@ -112,3 +112,8 @@ class FarEnd(Protocol):
     def receive(self, frame: Frame) -> list[Reaction]:
         """What to do about one frame from the server."""
         ...
+
+    def resumed(self) -> FarEnd:
+        """The same call reconnecting after its connection was lost (a new socket carrying
+        the same call id, as the provider does); ValueError where the protocol cannot."""
+        ...

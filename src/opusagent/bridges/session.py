@@ -20,7 +20,7 @@ from typing import Protocol
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from opusagent.call.call import Call, SendOutput
-from opusagent.call.events import CallerHungUp, CallEvent, CallMedia, CallOutput
+from opusagent.call.events import CONNECTION_LOST, CallerHungUp, CallEvent, CallMedia, CallOutput
 from opusagent.call.stages import Agent
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,17 @@ class Act:
     run: Callable[[], Awaitable[None]]
 
 
-Inbound = StartCall | CallEvent | Reply
+@dataclass(frozen=True, slots=True)
+class Await:
+    """Work the protocol needs done before the next frame is read (e.g. looking up a resumed
+    conversation in the session store); what it returns is handled as `inbound`'s answer, and
+    a `StreamRefusedError` it raises refuses the stream."""
+
+    what: str
+    run: Callable[[], Awaitable[Inbound | list[Inbound] | None]]
+
+
+Inbound = StartCall | CallEvent | Reply | Await
 Outbound = Frame | CloseSocket | Act
 
 
@@ -140,7 +150,7 @@ class _Session:
         finally:
             call = self._call
             if call is not None:
-                call.handle(CallerHungUp("socket_closed"))
+                call.handle(CallerHungUp(CONNECTION_LOST))
                 await call.wait_closed()
             if self._watcher is not None:
                 await self._watcher
@@ -170,17 +180,30 @@ class _Session:
             log.warning("%s: ignoring an invalid message: %s", self._ws.url.path, exc)
             return True
         except StreamRefusedError as exc:
-            log.error("%s: refusing the stream: %s", self._ws.url.path, exc)
-            if exc.reply is not None:
-                await self._write(exc.reply)
-            await self._close(code=UNSUPPORTED_DATA, reason=str(exc))
+            await self._refuse(exc)
             return False
+        return await self._on_meanings(meaning)
+
+    async def _on_meanings(self, meaning: Inbound | list[Inbound] | None) -> bool:
         for item in meaning if isinstance(meaning, list) else (meaning,) if meaning else ():
             if not await self._on_inbound(item):
                 return False
         return True
 
+    async def _refuse(self, exc: StreamRefusedError) -> None:
+        log.error("%s: refusing the stream: %s", self._ws.url.path, exc)
+        if exc.reply is not None:
+            await self._write(exc.reply)
+        await self._close(code=UNSUPPORTED_DATA, reason=str(exc))
+
     async def _on_inbound(self, meaning: Inbound) -> bool:
+        if isinstance(meaning, Await):
+            try:
+                answer = await meaning.run()
+            except StreamRefusedError as exc:
+                await self._refuse(exc)
+                return False
+            return await self._on_meanings(answer)
         if isinstance(meaning, Reply):
             await self._write(meaning.frame)
         elif isinstance(meaning, StartCall):

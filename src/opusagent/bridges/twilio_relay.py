@@ -44,7 +44,7 @@ from opusagent.bridges.session import INTERNAL_ERROR, AgentFactory, InvalidMessa
 from opusagent.bridges.twilio_media import TwilioWebhooks, call_parameters
 from opusagent.bridges.twilio_rest import dial_twiml
 from opusagent.call.call import HANGUP_REPLY_TIMEOUT_S
-from opusagent.call.events import AgentAction, HangUp, SendDtmf, Transfer
+from opusagent.call.events import CONNECTION_LOST, AgentAction, HangUp, SendDtmf, Transfer
 from opusagent.call.stages import Agent, HistoryEntry, ReplyPart, Speaker, TurnKind, UserTurn
 
 log = logging.getLogger(__name__)
@@ -309,7 +309,7 @@ class RelayConversation:
             self._history.append(HistoryEntry(Speaker.CALLER, "", dtmf=digit))
             self._start_reply(TurnKind.DTMF, dtmf=digit)
 
-    async def aclose(self, reason: str = "socket_closed") -> None:
+    async def aclose(self, reason: str = CONNECTION_LOST) -> None:
         """The session is over: the agent is told (its reply is never sent), work stops."""
         if self._closed:
             return
@@ -442,7 +442,12 @@ class RelayConversation:
 
     async def _tell_agent_hangup(self, agent: Agent) -> None:
         """The agent learns the session ended (an FSA may record it); its reply is not sent."""
-        turn = UserTurn(TurnKind.HANGUP, history=tuple(self._history), generation=self._generation)
+        turn = UserTurn(
+            TurnKind.HANGUP,
+            text=self._end_reason or "",
+            history=tuple(self._history),
+            generation=self._generation,
+        )
         parts = agent.respond(turn)
         try:
             async with asyncio.timeout(HANGUP_REPLY_TIMEOUT_S):

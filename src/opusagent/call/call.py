@@ -772,7 +772,12 @@ class Call:
 
     async def _tell_agent_hangup(self) -> None:
         """The agent learns the call ended (an FSA may record it); its reply is never played."""
-        turn = UserTurn(TurnKind.HANGUP, history=tuple(self._history), generation=self._generation)
+        turn = UserTurn(
+            TurnKind.HANGUP,
+            text=self._end_reason or "",
+            history=tuple(self._history),
+            generation=self._generation,
+        )
         parts = self._stages.agent.respond(turn)
         try:
             async with asyncio.timeout(HANGUP_REPLY_TIMEOUT_S):

@@ -35,6 +35,11 @@ class MarkAcknowledged:
     name: str
 
 
+CONNECTION_LOST = "socket_closed"
+"""End reason when the provider's connection closed without the provider saying the call ended
+(a dropped socket, a crashed peer): the call may come back and resume."""
+
+
 @dataclass(frozen=True, slots=True)
 class CallerHungUp:
     """The caller or the provider ended the call."""

@@ -97,7 +97,7 @@ class TurnKind(enum.StrEnum):
     SPEECH = "speech"  # the caller finished speaking
     DTMF = "dtmf"  # the caller entered digits
     NO_INPUT = "no_input"  # the caller said nothing for the no-input timeout
-    HANGUP = "hangup"  # the call ended; the agent may record it, its reply is never played
+    HANGUP = "hangup"  # the call ended (text: why); the agent may record it, its reply never plays
 
 
 class Speaker(enum.StrEnum):

@@ -365,3 +365,30 @@ async def test_hangup_turn_records_the_end(pizza: Conversation) -> None:
     assert outcome.reply == []
     assert pizza.state.ended
     assert outcome.audit.decision == "end (caller hung up)"
+
+
+async def test_a_lost_connection_pauses_instead_of_ending(pizza: Conversation) -> None:
+    await pizza.start()
+
+    outcome = await pizza.controller.decide(
+        pizza.state, TurnInput(TurnKind.HANGUP, "socket_closed", event="dropped")
+    )
+
+    assert not outcome.state.ended
+    assert outcome.audit.decision == "paused (connection lost; may resume)"
+
+
+async def test_start_of_a_started_conversation_resumes_without_the_greeting(
+    pizza: Conversation,
+) -> None:
+    await pizza.start()
+    await pizza.say("large please")
+
+    outcome = await pizza.start()
+
+    assert outcome.reply == [
+        "Sorry, we got cut off. Let's carry on.",
+        "What size would you like, small or large?",
+    ]
+    assert outcome.audit.decision == "resume in size"
+    assert pizza.state.slots == {"size": "large"}

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from opusagent.agent.fsa.controller import Controller, Outcome, TurnInput
+from opusagent.agent.fsa.controller import DROPPED, Controller, Outcome, TurnInput
 from opusagent.agent.fsa.state import AgentState, Line
 from opusagent.agent.tools.registry import ToolContext
 from opusagent.bridges.twilio_rest import TwilioRest
-from opusagent.call.events import AgentStatus
-from opusagent.call.stages import ExpectSpeech, HistoryEntry, ReplyPart, UserTurn
+from opusagent.call.events import CONNECTION_LOST, AgentStatus
+from opusagent.call.stages import ExpectSpeech, HistoryEntry, ReplyPart, TurnKind, UserTurn
 
 log = logging.getLogger(__name__)
 
 OnCommit = Callable[[AgentState, Outcome], None]
+Resume = Callable[[], Awaitable[AgentState | None]]
+"""Finds the state of this conversation if it was already under way (a reconnect)."""
 
 
 class FsaAgent:
@@ -37,6 +39,7 @@ class FsaAgent:
         sms_from: str | None = None,
         knowledge: object = None,
         on_commit: OnCommit | None = None,
+        resume: Resume | None = None,
     ) -> None:
         self.controller = controller
         self.call_id = call_id
@@ -50,6 +53,7 @@ class FsaAgent:
             knowledge=knowledge,
         )
         self._on_commit = on_commit
+        self._resume = resume
         self._latest = -1
         self._seen_history = 0
 
@@ -59,7 +63,14 @@ class FsaAgent:
 
     async def respond(self, turn: UserTurn) -> AsyncIterator[ReplyPart]:
         self._latest = max(self._latest, turn.generation)
-        decided = TurnInput(turn.kind, turn.text, turn.dtmf, generation=turn.generation)
+        if turn.kind is TurnKind.START and self._resume is not None:
+            previous = await self._resume()
+            if previous is not None and previous.started and not previous.ended:
+                self._state = previous  # the controller resumes it instead of greeting
+        event = DROPPED if turn.kind is TurnKind.HANGUP and turn.text == CONNECTION_LOST else None
+        decided = TurnInput(
+            turn.kind, turn.text, turn.dtmf, event=event, generation=turn.generation
+        )
         outcome = await self.controller.decide(self._state, decided, self._tool_context)
         if turn.generation < self._latest:
             return  # a newer turn began while this one was decided: it never happened
@@ -85,7 +96,14 @@ class FsaAgent:
         new = history[self._seen_history :]
         self._seen_history = len(history)
         state.history.extend(
-            Line(speaker=e.speaker.value, text=e.text, dtmf=e.dtmf, interrupted=e.interrupted)
+            Line(
+                speaker=e.speaker.value,
+                text=e.text,
+                dtmf=e.dtmf,
+                interrupted=e.interrupted,
+                overlapped=e.overlapped,
+                generated=e.generated,
+            )
             for e in new
         )
 

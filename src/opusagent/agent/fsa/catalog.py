@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opusagent.agent.fsa.agent import FsaAgent, OnCommit
+from opusagent.agent.fsa.agent import FsaAgent, OnCommit, Resume
 from opusagent.agent.fsa.controller import Controller, Proposer
 from opusagent.agent.fsa.loader import AgentFileError, LoadedAgent, load_agent
 from opusagent.agent.fsa.state import AgentState
@@ -111,6 +111,7 @@ class AgentCatalog:
         context: Mapping[str, Any] | None = None,
         state: AgentState | None = None,
         on_commit: OnCommit | None = None,
+        resume: Resume | None = None,
     ) -> FsaAgent:
         entry = self.entry(name)
         return FsaAgent(
@@ -122,6 +123,7 @@ class AgentCatalog:
             sms_from=self._sms_from,
             knowledge=entry.loaded.knowledge,
             on_commit=on_commit,
+            resume=resume,
         )
 
 

@@ -34,6 +34,10 @@ from opusagent.call.stages import TurnKind
 MAX_CHAINED_TRANSITIONS = 8
 """Transitions that need no input, taken one after another on entering states, at most."""
 REPEAT_INTENT = "repeat"
+RESUMED = "resumed"
+"""`TurnInput.event` of a START turn that continues a conversation already under way."""
+DROPPED = "dropped"
+"""`TurnInput.event` of a HANGUP turn for a lost connection: the conversation may resume."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,8 +202,12 @@ class _Turn:
     async def decide(self) -> Outcome:
         if self.s.ended:
             self.audit.decision = "ignored (conversation over)"
+        elif self.turn.kind is TurnKind.START and self.s.started:
+            self._resume()
         elif self.turn.kind is TurnKind.START or not self.s.started:
             await self._start()
+        elif self.turn.kind is TurnKind.HANGUP and self.turn.event == DROPPED:
+            self.audit.decision = "paused (connection lost; may resume)"
         elif self.turn.kind is TurnKind.HANGUP:
             await self._hangup()
         else:
@@ -214,6 +222,13 @@ class _Turn:
             self._say(self.spec.greeting)
         self.audit.decision = f"start in {self.spec.initial}"
         await self._enter(self.spec.initial)
+
+    def _resume(self) -> None:
+        """The call came back: say so, then ask again what the state is waiting for."""
+        state = self.spec.states[self.s.state]
+        self.audit.decision = f"resume in {self.s.state}"
+        self._say(self.spec.resume_say)
+        self._say(state.reprompt or state.say or "")
 
     async def _hangup(self) -> None:
         facts = self._facts(None, event=self.turn.event or "hangup")

@@ -24,8 +24,12 @@ class Line(BaseModel):
 
     speaker: str
     text: str
+    """For the agent: the words the caller heard."""
     dtmf: str = ""
     interrupted: bool = False
+    overlapped: bool = False
+    generated: str = ""
+    """For the agent: everything generated for the reply, heard or not."""
 
 
 class AgentState(BaseModel):

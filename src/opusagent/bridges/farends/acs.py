@@ -69,6 +69,17 @@ class AcsFarEnd:
         """A far end for `url` (call parameters go in its query string) at 16 kHz."""
         return cls(token=token)
 
+    def resumed(self) -> AcsFarEnd:
+        """A new media socket for the same subscription."""
+        return AcsFarEnd(
+            sample_rate=self._format.sample_rate,
+            subscription_id=self.subscription_id,
+            participant=self.participant,
+            token=self._token,
+            pascal_case=self._pascal_case,
+            silent_without_data=self._silent_without_data,
+        )
+
     @property
     def audio_format(self) -> AudioFormat:
         return self._format

@@ -63,7 +63,10 @@ class AudioCodesFarEnd:
 
     `media_formats` is the `supportedMediaFormats` list it offers, in order of preference; it
     streams and plays in the first of them it knows (`MEDIA_FORMATS`), and a server accepting
-    another ends the call. `start_parameters` ride on the `start` activity.
+    another ends the call. `start_parameters` ride on the `start` activity. With `resume`, it
+    reconnects to `conversation_id` as VAIC does after a lost connection: `session.resume`, a
+    bare `session.accepted`, then the user stream in the format negotiated before (the first
+    of `media_formats`).
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class AudioCodesFarEnd:
         bot_name: str = "opusagent",
         token: str | None = None,
         start_parameters: Mapping[str, str] | None = None,
+        resume: bool = False,
     ) -> None:
         known = [name for name in media_formats if name in MEDIA_FORMATS]
         if not known:
@@ -88,6 +92,7 @@ class AudioCodesFarEnd:
         self.bot_name = bot_name
         self.start_parameters = dict(start_parameters or {})
         self._token = token
+        self._resume = resume
         self._format_name = known[0]
         self.accepted_format: str | None = None
         """The `mediaFormat` of the server's `session.accepted`."""
@@ -98,6 +103,17 @@ class AudioCodesFarEnd:
         """A far end for `opusagent dial` (the `FarEndFactory` shape): VAIC's side needs nothing
         from the URL, only the bearer `token`; it offers the SDK's default format."""
         return cls(token=token)
+
+    def resumed(self) -> AudioCodesFarEnd:
+        """VAIC reconnecting to the same conversation with `session.resume`."""
+        return AudioCodesFarEnd(
+            [self.accepted_format or self._format_name],
+            conversation_id=self.conversation_id,
+            caller=self.caller,
+            bot_name=self.bot_name,
+            token=self._token,
+            resume=True,
+        )
 
     @property
     def audio_format(self) -> AudioFormat:
@@ -115,6 +131,8 @@ class AudioCodesFarEnd:
         return {"Authorization": f"Bearer {self._token}"} if self._token is not None else {}
 
     def opening(self) -> list[Frame]:
+        if self._resume:
+            return [self._message("session.resume")]
         return [
             self._message(
                 "session.initiate",
@@ -180,6 +198,11 @@ class AudioCodesFarEnd:
                 return []  # acknowledgements of the user stream; connection.validated
 
     def _accepted(self, media_format: str | None) -> list[Reaction]:
+        if self._resume and self.accepted_format is None:
+            if media_format is not None:
+                return [_error(f"session.accepted of a resume names a format: {media_format}")]
+            self.accepted_format = self._format_name
+            return [Send(self._message("userStream.start")), Ready()]
         if self.accepted_format is not None:
             return [] if media_format is None else [_error("session.accepted twice")]
         if media_format not in self.media_formats:

@@ -72,6 +72,20 @@ class BrowserFarEnd:
         self.call_id: str | None = None
         """The server's name for the call, once `started` has come."""
 
+    def resumed(self) -> BrowserFarEnd:
+        """The page reconnecting with the call id the server gave it."""
+        call_id = self.call_id or self._start.call_id
+        if call_id is None:
+            raise ValueError("the call never started, so there is no call id to resume")
+        start = self._start
+        return BrowserFarEnd(
+            start.sample_rate,
+            call_id=call_id,
+            agent=start.agent,
+            params=start.params,
+            frame_ms=self._frame_ms,
+        )
+
     @property
     def audio_format(self) -> AudioFormat:
         return self._format

@@ -114,6 +114,17 @@ class TelnyxFarEnd:
         """A PCMU far end dialling `url`; `token` is the `stream_auth_token`."""
         return cls(token=token)
 
+    def resumed(self) -> TelnyxFarEnd:
+        """A new stream of the same call (same call_control_id)."""
+        return TelnyxFarEnd(
+            encoding=self.encoding,
+            sample_rate=self._format.sample_rate,
+            call_control_id=self.call_control_id,
+            custom_parameters=self.custom_parameters,
+            token=self._token,
+            bearer=self._bearer,
+        )
+
     @property
     def audio_format(self) -> AudioFormat:
         return self._format

@@ -122,6 +122,16 @@ class TwilioMediaFarEnd:
         signed = urlunsplit(parts._replace(scheme="wss"))
         return cls(auth_token=token, signed_url=signed if token else None)
 
+    def resumed(self) -> TwilioMediaFarEnd:
+        """A new stream of the same call (same call SID, parameters and signature)."""
+        return TwilioMediaFarEnd(
+            call_sid=self.call_sid,
+            account_sid=self.account_sid,
+            parameters=self.parameters,
+            auth_token=self._auth_token,
+            signed_url=self._signed_url,
+        )
+
     @property
     def audio_format(self) -> AudioFormat:
         return MULAW_8K

@@ -52,6 +52,10 @@ class VonageFarEnd:
         """A 16 kHz far end dialling `url`."""
         return cls(token=token)
 
+    def resumed(self) -> VonageFarEnd:
+        """Vonage puts no call id on the socket: a reconnect is a new call to the server."""
+        raise ValueError("Vonage sends no call id on the socket; a reconnect cannot resume")
+
     @property
     def audio_format(self) -> AudioFormat:
         return self._format
