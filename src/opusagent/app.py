@@ -32,6 +32,7 @@ from opusagent.readiness import Loader, Readiness
 from opusagent.serving import CallMaker, mount_bridges
 from opusagent.sessions import store_from_settings
 from opusagent.sessions.calls import RecordsHolder
+from opusagent.sessions.links import links_from_settings
 from opusagent.sessions.records_api import mount_call_records
 from opusagent.voice.stack import VoiceStack
 
@@ -65,13 +66,16 @@ def create_app(
             sms_from=settings.bridges.twilio_from_number,
         )
     store = store_from_settings(settings)
+    links = links_from_settings(settings)
     records = RecordsHolder(settings.database_url)
     if loaders is None:
         loaders = dict(voice.loaders())
         if catalog is not None and settings.nlu_embeddings:
             loaders["nlu"] = functools.partial(_load_embeddings, catalog)
         loaders["records"] = records.open
-    calls = CallMaker(settings, voice, catalog, store, records) if catalog is not None else None
+    calls = (
+        CallMaker(settings, voice, catalog, store, records, links) if catalog is not None else None
+    )
     for name, loader in loaders.items():
         readiness.register(name, loader)
 
@@ -85,6 +89,7 @@ def create_app(
             if calls is not None:
                 await calls.aclose()
             await store.aclose()
+            await links.aclose()
             await records.aclose()
             await voice.aclose()
 
@@ -93,6 +98,7 @@ def create_app(
     app.state.readiness = readiness
     app.state.voice = voice
     app.state.sessions = store
+    app.state.links = links
     app.state.records = records
     if catalog is not None and calls is not None:
         app.state.agents = catalog

@@ -17,23 +17,28 @@ from fastapi import FastAPI
 
 from opusagent.agent.fsa.agent import FsaAgent
 from opusagent.agent.fsa.catalog import AgentCatalog
+from opusagent.agent.tools.registry import ToolContext
 from opusagent.audio.formats import AudioFormat
 from opusagent.bridges.acs import mount_acs
 from opusagent.bridges.audiocodes import mount_audiocodes
 from opusagent.bridges.browser import mount_browser
+from opusagent.bridges.chat import mount_chat
 from opusagent.bridges.session import CallFactory
 from opusagent.bridges.telnyx import mount_telnyx
 from opusagent.bridges.twilio_calls import mount_twilio_calls
 from opusagent.bridges.twilio_media import mount_twilio_media
 from opusagent.bridges.twilio_relay import mount_twilio_relay
 from opusagent.bridges.twilio_rest import TwilioRest
+from opusagent.bridges.twilio_sms import mount_twilio_sms
 from opusagent.bridges.vonage import mount_vonage
 from opusagent.call.call import Call, SendOutput, Stages
 from opusagent.call.events import CallMedia
 from opusagent.call.stages import Agent
 from opusagent.config import Settings
 from opusagent.sessions.calls import CallSession, RecordsGetter, parse_format
+from opusagent.sessions.links import Links
 from opusagent.sessions.store import SessionStore
+from opusagent.sessions.text import TextConversations
 from opusagent.voice.stack import VoiceStack
 
 log = logging.getLogger(__name__)
@@ -68,8 +73,10 @@ class CallMaker:
         agents: AgentCatalog,
         store: SessionStore,
         records: RecordsGetter,
+        links: Links,
     ) -> None:
         self._settings = settings
+        self.links = links
         self._voice = voice
         self._agents = agents
         self.store = store
@@ -120,6 +127,8 @@ class CallMaker:
             context=call_context(call_id, params),
             on_commit=session.commit,
             resume=session.resume,
+            links=self.links,
+            sessions=self.store,
         )
         call = Call(
             call_id,
@@ -132,6 +141,17 @@ class CallMaker:
         self._endings.add(ending)
         ending.add_done_callback(self._endings.discard)
         return call
+
+    def text_conversations(self, twilio: TwilioRest | None = None) -> TextConversations:
+        """Conversations by text (SMS, web chat) over the same sessions as the calls."""
+        tools = ToolContext(
+            call_id="",
+            slots={},
+            context={},
+            twilio=twilio,
+            sms_from=self._settings.bridges.twilio_from_number,
+        )
+        return TextConversations(self._agents, self.store, self.links, tools)
 
     async def known_format(self, call_id: str) -> AudioFormat | None:
         """The inbound format of a call the session store holds (AudioCodes `session.resume`)."""
@@ -173,5 +193,8 @@ def mount_bridges(
     mount_telnyx(app, calls.for_bridge("telnyx"), token=bridges.telnyx_token)
     mount_vonage(app, calls.for_bridge("vonage"), token=bridges.vonage_token)
     mount_browser(app, calls.for_bridge("browser"))
+    texts = calls.text_conversations(rest)
+    mount_twilio_sms(app, texts, calls.links, **twilio)
+    mount_chat(app, texts)
     if rest is None:
         log.info("Twilio REST is not configured: hang-ups close the stream; no outbound calls")

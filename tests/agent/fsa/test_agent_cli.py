@@ -20,7 +20,7 @@ def test_lint_passes_on_an_example() -> None:
     result = runner.invoke(app, ["agent", "lint", str(BANK)])
 
     assert result.exit_code == 0, result.output
-    assert "ok (9 states" in result.output
+    assert "ok (11 states" in result.output
 
 
 def test_lint_fails_with_line_numbers(tmp_path: Path) -> None:
@@ -34,7 +34,7 @@ def test_lint_fails_with_line_numbers(tmp_path: Path) -> None:
     result = runner.invoke(app, ["agent", "lint", str(broken)])
 
     assert result.exit_code == 1
-    assert "broken.yaml:74: error: states.welcome.transitions[0].when.intent: unknown intent" in (
+    assert "broken.yaml:99: error: states.welcome.transitions[0].when.intent: unknown intent" in (
         result.output.replace("\n", "")
     )
 

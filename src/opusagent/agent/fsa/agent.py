@@ -38,6 +38,8 @@ class FsaAgent:
         twilio: TwilioRest | None = None,
         sms_from: str | None = None,
         knowledge: object = None,
+        links: object = None,
+        sessions: object = None,
         on_commit: OnCommit | None = None,
         resume: Resume | None = None,
     ) -> None:
@@ -51,6 +53,8 @@ class FsaAgent:
             twilio=twilio,
             sms_from=sms_from,
             knowledge=knowledge,
+            links=links,
+            sessions=sessions,
         )
         self._on_commit = on_commit
         self._resume = resume

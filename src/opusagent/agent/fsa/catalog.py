@@ -112,6 +112,8 @@ class AgentCatalog:
         state: AgentState | None = None,
         on_commit: OnCommit | None = None,
         resume: Resume | None = None,
+        links: object = None,
+        sessions: object = None,
     ) -> FsaAgent:
         entry = self.entry(name)
         return FsaAgent(
@@ -124,6 +126,8 @@ class AgentCatalog:
             knowledge=entry.loaded.knowledge,
             on_commit=on_commit,
             resume=resume,
+            links=links,
+            sessions=sessions,
         )
 
 

@@ -14,6 +14,7 @@ as one step (so a barge-in can never leave half a transition behind).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import time
 from collections.abc import Mapping, Sequence
@@ -27,7 +28,12 @@ from opusagent.agent.fsa.state import AgentState
 from opusagent.agent.fsa.templates import AgentTemplateError, render
 from opusagent.agent.nlu.intents import IntentClassifier
 from opusagent.agent.nlu.slots import Invalid, Parsed, expected_phrases, extract, spoken
-from opusagent.agent.tools.registry import ToolContext, ToolError, ToolRegistry
+from opusagent.agent.tools.registry import (
+    AdoptConversation,
+    ToolContext,
+    ToolError,
+    ToolRegistry,
+)
 from opusagent.call.events import AgentAction, HangUp, SendDtmf, Transfer
 from opusagent.call.stages import TurnKind
 
@@ -188,6 +194,7 @@ class _Turn:
         self.reply: list[ReplyItem] = []
         self.ended_by_action = False
         self._pending_actions: list[AgentAction] = []
+        self.adopted = False
         self.s.turn += 1
         self.audit = AuditEntry(
             turn=self.s.turn,
@@ -208,6 +215,8 @@ class _Turn:
             await self._start()
         elif self.turn.kind is TurnKind.HANGUP and self.turn.event == DROPPED:
             self.audit.decision = "paused (connection lost; may resume)"
+            await self._run_tools(self.spec.on_drop, emit=False)
+            self.reply.clear()
         elif self.turn.kind is TurnKind.HANGUP:
             await self._hangup()
         else:
@@ -226,7 +235,8 @@ class _Turn:
     def _resume(self) -> None:
         """The call came back: say so, then ask again what the state is waiting for."""
         state = self.spec.states[self.s.state]
-        self.audit.decision = f"resume in {self.s.state}"
+        resumed = f"resume in {self.s.state}"
+        self.audit.decision = f"{self.audit.decision}; {resumed}" if self.adopted else resumed
         self._say(self.spec.resume_say)
         self._say(state.reprompt or state.say or "")
 
@@ -400,6 +410,8 @@ class _Turn:
         """The edge: its tools run, its say (which may use their results) is spoken, its slots
         are cleared, its actions follow the say; then the next state is entered."""
         await self._run_tools(transition.do, emit=False)
+        if self.adopted:
+            return
         if transition.say:
             self._say(transition.say)
         self._clear(transition)
@@ -411,6 +423,8 @@ class _Turn:
         self._move(state_name)
         state = self.spec.states[state_name]
         failed = await self._run_tools(state.on_enter, emit=False)
+        if self.adopted:
+            return
         actions = self._pending_actions
         self._pending_actions = []
         if state.say:
@@ -478,6 +492,10 @@ class _Turn:
                 self.s.tools[call.result_name] = {"ok": False, "error": str(exc)}
                 failed = True
             else:
+                if isinstance(result, AdoptConversation):
+                    record.result = {"ok": True, "adopted": result.call_id}
+                    self._adopt(result)
+                    return False
                 if isinstance(result, (Transfer, HangUp)):
                     self.ended_by_action = True
                 if isinstance(result, (Transfer, HangUp, SendDtmf)):
@@ -488,19 +506,25 @@ class _Turn:
             record.ms = round((time.perf_counter() - started) * 1000, 3)
         return failed
 
+    def _adopt(self, adopted: AdoptConversation) -> None:
+        """Carry on another conversation (a resume code presented on this call): its state
+        replaces this one's, and the agent picks up where that conversation was."""
+        state = AgentState.model_validate(adopted.state.model_dump())
+        state.turn = self.s.turn
+        state.context = {**state.context, **self.s.context, "resumed_from": adopted.call_id}
+        self.s = state
+        self.adopted = True
+        self.reply = [item for item in self.reply if not isinstance(item, str)]
+        self._pending_actions = []
+        self.audit.decision += f"; carried on conversation {adopted.call_id}"
+        self._resume()
+
     def _render_arg(self, value: Any) -> Any:
         return render(value, self._variables()) if isinstance(value, str) else value
 
     def _tool_context(self) -> ToolContext:
-        base = self.tool_context
-        return ToolContext(
-            call_id=base.call_id if base else "",
-            slots=dict(self.s.slots),
-            context=dict(self.s.context),
-            twilio=base.twilio if base else None,
-            sms_from=base.sms_from if base else None,
-            knowledge=base.knowledge if base else None,
-        )
+        base = self.tool_context or ToolContext(call_id="", slots={}, context={})
+        return dataclasses.replace(base, slots=dict(self.s.slots), context=dict(self.s.context))
 
     # --- speech ------------------------------------------------------------------------
 
@@ -541,6 +565,7 @@ class _Turn:
             "retries": self.s.retries,
             "no_inputs": self.s.no_inputs,
             "input": self.turn.text,
+            "dtmf": self.turn.dtmf,
         }
 
     def _loggable(self, slot_name: str, value: Any) -> Any:

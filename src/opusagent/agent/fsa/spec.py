@@ -212,6 +212,11 @@ class AgentSpec(_Spec):
         description="Said instead of the greeting when a dropped call resumes.",
     )
     max_retries: int = Field(2, ge=0)
+    on_drop: list[ToolCallSpec] = Field(
+        default_factory=list,
+        description="Tools run when the caller's connection is lost mid-call (e.g. text them "
+        "a resume code with resume_code and send_sms).",
+    )
     llm: LLMSpec | None = None
     tools_module: str | None = Field(
         None, description="A Python file (relative to the agent file) registering tools."

@@ -1,5 +1,7 @@
 """Tools every agent has: transfer, hang up, send digits, send a text message, look up an answer.
 
+`resume_code` issues a code to carry on later (by SMS, a web chat or a new call);
+`resume_session` carries on the conversation of a code presented on a new call.
 `transfer`, `hangup` and `send_dtmf` return the call action; the bridge performs it for real
 (e.g. Twilio's REST API) after the speech before it has played.
 """
@@ -12,11 +14,14 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from opusagent.agent.knowledge import KnowledgeBase
-from opusagent.agent.tools.registry import ToolContext, ToolError, ToolRegistry
+from opusagent.agent.tools.registry import AdoptConversation, ToolContext, ToolError, ToolRegistry
 from opusagent.bridges.twilio_rest import TwilioApiError
 from opusagent.call.events import HangUp, SendDtmf, Transfer
+from opusagent.sessions.links import issue_code
+from opusagent.sessions.store import SessionStoreUnavailable
 
 Digits = Annotated[str, Field(pattern=r"^[0-9*#A-Dw]+$")]
+CodeDigits = Annotated[str, Field(pattern=r"^[0-9]{6}$")]
 
 
 def transfer(target: str, reason: str = "") -> Transfer:
@@ -62,7 +67,33 @@ def lookup(query: str, context: ToolContext) -> dict[str, Any]:
 
 def builtin_tools() -> ToolRegistry:
     registry = ToolRegistry()
-    for function in (transfer, hangup, send_dtmf, lookup):
+    for function in (transfer, hangup, send_dtmf, lookup, resume_code, resume_session):
         registry.register(function, timeout_s=2.0)
     registry.register(send_sms, timeout_s=10.0)
     return registry
+
+
+async def resume_code(context: ToolContext) -> dict[str, Any]:
+    """Issue a six-digit code with which the caller can carry on this conversation by text or
+    on a later call (`code`, and `spoken`: its digits read one by one)."""
+    if context.links is None:
+        raise ToolError("resume_code needs the session links (a served call)")
+    try:
+        code = await issue_code(context.links, context.call_id)
+    except SessionStoreUnavailable as exc:
+        raise ToolError(f"resume_code: {exc}") from exc
+    return {"code": code, "spoken": " ".join(code)}
+
+
+async def resume_session(code: CodeDigits, context: ToolContext) -> AdoptConversation:
+    """Carry on the conversation the resume `code` was issued for."""
+    if context.links is None or context.sessions is None:
+        raise ToolError("resume_session needs the session store (a served call)")
+    try:
+        call_id = await context.links.get(f"code:{code}")
+        record = await context.sessions.load(call_id) if call_id else None
+    except SessionStoreUnavailable as exc:
+        raise ToolError(f"resume_session: {exc}") from exc
+    if record is None or record.ended:
+        raise ToolError(f"no conversation to carry on with the code {code}")
+    return AdoptConversation(record.call_id, record.state)

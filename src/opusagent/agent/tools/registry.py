@@ -40,6 +40,20 @@ class ToolContext:
     """The number texts are sent from when the call's own number is not known."""
     knowledge: Any = None
     """The agent's knowledge base, for `lookup`."""
+    links: Any = None
+    """Resume codes (`opusagent.sessions.links.Links`), for `resume_code` and `resume_session`."""
+    sessions: Any = None
+    """The session store (`opusagent.sessions.store.SessionStore`), for `resume_session`."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdoptConversation:
+    """A tool result that makes the agent carry on another conversation (its whole state): a
+    caller presenting a resume code on a new call."""
+
+    call_id: str
+    state: Any
+    """The `AgentState` to carry on."""
 
 
 @dataclass(frozen=True)
