@@ -9,6 +9,8 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, timedelta, timezone
@@ -39,9 +41,14 @@ def postgres_unavailable() -> str | None:
         )
     if importlib.util.find_spec("asyncpg") is None:
         return "asyncpg is not installed: install the 'postgres' extra (opusagent[postgres])"
-    if os.geteuid() == 0:
-        return "initdb refuses to run as root: run the tests as an unprivileged user"
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        return "initdb refuses to run as root and runuser (util-linux) is missing"
     return None
+
+
+def as_server_user(command: list[str]) -> list[str]:
+    """`command` as an unprivileged user when the tests run as root (initdb refuses root)."""
+    return ["runuser", "-u", "nobody", "--", *command] if os.geteuid() == 0 else command
 
 
 @pytest.fixture(scope="session")
@@ -50,9 +57,13 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     reason = postgres_unavailable()
     if reason is not None:
         pytest.skip(f"PostgreSQL path not tested: {reason}")
-    data = tmp_path_factory.mktemp("postgres")
+    data = Path(tempfile.mkdtemp(prefix="opusagent-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(data, user="nobody")
     subprocess.run(
-        ["initdb", "-D", str(data), "-U", "opusagent", "--auth=trust", "-E", "UTF8"],
+        as_server_user(
+            ["initdb", "-D", str(data), "-U", "opusagent", "--auth=trust", "-E", "UTF8"]
+        ),
         check=True,
         capture_output=True,
     )
@@ -60,12 +71,13 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     options = f"-h 127.0.0.1 -p {port} -k {data}"
-    pg_ctl = ["pg_ctl", "-D", str(data), "-w", "-l", str(data / "server.log")]
+    pg_ctl = as_server_user(["pg_ctl", "-D", str(data), "-w", "-l", str(data / "server.log")])
     subprocess.run([*pg_ctl, "-o", options, "start"], check=True, capture_output=True)
     try:
         yield f"postgresql+asyncpg://opusagent@127.0.0.1:{port}"
     finally:
         subprocess.run([*pg_ctl, "-m", "immediate", "stop"], check=False, capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -256,9 +268,9 @@ async def test_the_migration_builds_exactly_the_models_schema(url: str) -> None:
     assert [index["column_names"] for index in state_indexes] == [["state"]]
 
 
-async def test_a_missing_database_driver_is_named(tmp_path: Path) -> None:
-    if importlib.util.find_spec("asyncpg") is not None:
-        pytest.skip("asyncpg is installed")
+async def test_a_missing_database_driver_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "asyncpg", None)  # import asyncpg now fails: not installed
+
     with pytest.raises(CallRecordsError, match=r"'asyncpg' is not installed.*postgres"):
         await CallRecords.open("postgresql+asyncpg://localhost/calls")
 

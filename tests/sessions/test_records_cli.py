@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -186,8 +186,7 @@ def test_a_missing_sqlite_file_is_reported_not_created(
 def test_a_database_it_cannot_open_is_a_clear_error_without_the_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if importlib.util.find_spec("asyncpg") is not None:
-        pytest.skip("asyncpg is installed")
+    monkeypatch.setitem(sys.modules, "asyncpg", None)  # import asyncpg now fails: not installed
     monkeypatch.setenv("OPUSAGENT_DATABASE_URL", "postgresql+asyncpg://agent:s3cret@db/calls")
 
     result = calls("list")
