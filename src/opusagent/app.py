@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from opusagent import __version__
 from opusagent.agent.fsa.catalog import AgentCatalog
 from opusagent.agent.nlu.embeddings import MiniLMEmbedder
-from opusagent.bridges.twilio_rest import rest_from_settings
+from opusagent.bridges.twilio_rest import TwilioRest, rest_from_settings
 from opusagent.config import Settings
 from opusagent.readiness import Loader, Readiness
 from opusagent.serving import CallMaker, mount_bridges
@@ -45,6 +45,7 @@ def create_app(
     agents: AgentCatalog | None = None,
     *,
     bridges: bool = True,
+    twilio: TwilioRest | None = None,
 ) -> FastAPI:
     """A new application for `settings`, serving every bridge.
 
@@ -52,12 +53,13 @@ def create_app(
     models (VAD, STT, TTS). Tests pass their own to control readiness. `agents` are the agents
     served; by default those of `settings.agents` (a broken agent file stops start-up with a
     message naming the file and line). `bridges=False` serves no calls (tests mount a bridge of
-    their own with fake stages).
+    their own with fake stages). `twilio` is the Twilio account's REST client; by default the
+    one `settings.bridges` configures, if any.
     """
     readiness = Readiness()
     voice = VoiceStack(settings)
     catalog = None
-    twilio = rest_from_settings(settings.bridges)
+    twilio = twilio or rest_from_settings(settings.bridges)
     if bridges:
         catalog = agents or AgentCatalog.load(
             settings.agents,

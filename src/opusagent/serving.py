@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI
@@ -19,6 +21,7 @@ from opusagent.agent.fsa.agent import FsaAgent
 from opusagent.agent.fsa.catalog import AgentCatalog
 from opusagent.agent.tools.registry import ToolContext
 from opusagent.audio.formats import AudioFormat
+from opusagent.audio.recorder import StereoRecorder
 from opusagent.bridges.acs import mount_acs
 from opusagent.bridges.audiocodes import mount_audiocodes
 from opusagent.bridges.browser import mount_browser
@@ -130,17 +133,30 @@ class CallMaker:
             links=self.links,
             sessions=self.store,
         )
+        recorder = self._recorder(call_id, voice.stt.input_format.sample_rate)
+        session.recording = recorder.path.name if recorder is not None else None
         call = Call(
             call_id,
             media,
             Stages(voice.vad, voice.stt, agent, voice.tts),
             send,
             policy=self._settings.turn,
+            recorder=recorder,
         )
         ending = asyncio.get_running_loop().create_task(self._finish(call, agent, session))
         self._endings.add(ending)
         ending.add_done_callback(self._endings.discard)
         return call
+
+    def _recorder(self, call_id: str, rate: int) -> StereoRecorder | None:
+        """A stereo WAV (caller left, agent right) in `recordings_dir`, one per connection."""
+        folder = self._settings.recordings_dir
+        if folder is None:
+            return None
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", call_id)[:80]
+        return StereoRecorder(folder / f"{name}-{stamp}.wav", rate)
 
     def text_conversations(self, twilio: TwilioRest | None = None) -> TextConversations:
         """Conversations by text (SMS, web chat) over the same sessions as the calls."""

@@ -14,8 +14,16 @@ from fastapi import FastAPI
 from websockets.asyncio.client import connect
 
 from bridges.loopback import serving, until
+from bridges.twilio_api_fake import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    FakeTwilioApi,
+    LoopbackHttpClient,
+)
+from bridges.twilio_api_fake import serving as fake_serving
 from opusagent.bridges.dial import dial
 from opusagent.bridges.farends import BrowserFarEnd
+from opusagent.bridges.twilio_rest import TwilioRest
 from opusagent.config import Settings
 from opusagent.testing import Utterance
 
@@ -23,10 +31,13 @@ from .redis_server import RedisServer
 from .test_resume import POLICY, heard, served_app
 
 
-async def dropped_in_identify(app: FastAPI, url: str, call_id: str) -> str:
+async def dropped_in_identify(
+    app: FastAPI, url: str, call_id: str, far_end: BrowserFarEnd | None = None
+) -> str:
     """A browser call that reaches `identify` and drops; returns the resume code it was given."""
     store = app.state.sessions
-    async with dial(BrowserFarEnd(16000, call_id=call_id), f"{url}/browser") as call:
+    far_end = far_end or BrowserFarEnd(16000, call_id=call_id)
+    async with dial(far_end, f"{url}/browser") as call:
         await call.wait_until_quiet(0.3, timeout=10)
         await call.silence(0.2)
         speech = np.random.default_rng(3).integers(-8000, 8000, 8000).astype(np.int16)
@@ -143,3 +154,25 @@ async def test_a_wrong_code_on_a_new_call_is_said_so(app: FastAPI) -> None:
         await until(lambda: any("couldn't find" in t for t in heard(call, "agent_text")), within=5)
 
     assert heard(call, "state")[-1] == "welcome"
+
+
+async def test_the_resume_code_goes_out_through_twilio_messaging(redis_server: RedisServer) -> None:
+    """The drop's text reaches Twilio's Messages API as documented (a loopback stand-in for the
+    API host): To the caller, From the configured number, the code in the Body."""
+    api = FakeTwilioApi()
+    settings = Settings(turn=POLICY, redis_url=redis_server.url)
+    settings = settings.model_copy(
+        update={"bridges": settings.bridges.model_copy(update={"twilio_from_number": "+15550999"})}
+    )
+    async with fake_serving(api.app) as base:
+        rest = TwilioRest(ACCOUNT_SID, AUTH_TOKEN, http_client=LoopbackHttpClient(base))
+        app = served_app(settings, [Utterance(0.2, 0.7, "I lost my card")], twilio=rest)
+        async with serving(app) as url:
+            far_end = BrowserFarEnd(16000, call_id="drop-text-1", params={"From": "+15550001"})
+            code = await dropped_in_identify(app, url, "drop-text-1", far_end)
+            [request] = await api.wait_for_requests(1)
+
+    assert request.path == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
+    fields = request.fields()
+    assert (fields["To"], fields["From"]) == (["+15550001"], ["+15550999"])
+    assert code in fields["Body"][0]

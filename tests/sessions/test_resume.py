@@ -3,6 +3,8 @@ Redis, and carries on where it was, with the agent file's "cut off" line instead
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -13,7 +15,13 @@ from bridges.loopback import serving, until
 from opusagent.app import create_app
 from opusagent.bridges.dial import DialError, dial
 from opusagent.bridges.farend import FarEnd
-from opusagent.bridges.farends import AudioCodesFarEnd, BrowserFarEnd, TwilioMediaFarEnd
+from opusagent.bridges.farends import (
+    AcsFarEnd,
+    AudioCodesFarEnd,
+    BrowserFarEnd,
+    TelnyxFarEnd,
+    TwilioMediaFarEnd,
+)
 from opusagent.call.turn_policy import TurnPolicy
 from opusagent.config import Settings
 from opusagent.sessions.store import SessionStore
@@ -25,9 +33,9 @@ POLICY = TurnPolicy(end_of_turn_silence_ms=200, no_input_timeout_ms=0)
 CUT_OFF = "Sorry, we got cut off. Let's pick up where we left off."
 
 
-def served_app(settings: Settings, utterances: list[Utterance]) -> FastAPI:
+def served_app(settings: Settings, utterances: list[Utterance], **options: Any) -> FastAPI:
     """The real app, agents and session store, with instant fake speech stages."""
-    app = create_app(settings, loaders={})
+    app = create_app(settings, loaders={}, **options)
     voice = app.state.voice
     voice.vad, voice.stt = FakeVAD(), ScriptedSTT(utterances)
     voice.tts = FakeTTS(seconds_per_word=0.01, chunk_s=0.2)
@@ -142,3 +150,34 @@ async def test_an_unknown_audiocodes_resume_is_refused(redis_server: RedisServer
         with pytest.raises(DialError, match="conversation not found"):
             async with dial(AudioCodesFarEnd(resume=True), f"{url}/audiocodes"):
                 pass
+
+
+BRIDGES: dict[str, tuple[str, Callable[[], tuple[FarEnd, str]]]] = {
+    "twilio": ("/twilio/media", lambda: (f := TwilioMediaFarEnd(), f.call_sid)),
+    "audiocodes": ("/audiocodes", lambda: (f := AudioCodesFarEnd(), f.conversation_id)),
+    "acs": ("/acs", lambda: (f := AcsFarEnd(), f.subscription_id)),
+    "telnyx": ("/telnyx", lambda: (f := TelnyxFarEnd(), f.call_control_id)),
+    "browser": ("/browser", lambda: (BrowserFarEnd(16000, call_id="b-1"), "b-1")),
+}
+
+
+@pytest.mark.parametrize("bridge", sorted(BRIDGES))
+async def test_each_audio_bridge_resumes_a_dropped_call(bridge: str) -> None:
+    path, make = BRIDGES[bridge]
+    far_end, call_id = make()
+    app = served_app(Settings(turn=POLICY), [Utterance(0.2, 0.7, "I lost my card")])
+    store = app.state.sessions
+    async with serving(app) as url:
+        await lose_the_line_in_identify(far_end, f"{url}{path}", store, call_id)
+        async with dial(far_end.resumed(), f"{url}{path}") as again:
+            await again.wait_until_quiet(0.5, timeout=10)
+            await again.dtmf("4217#")
+            async with asyncio.timeout(5):
+                while await stored_state(store, call_id) != "verify":
+                    await again.silence(0.05)
+        record = await store.load(call_id)
+
+    assert record is not None
+    decisions = [entry.decision for entry in record.state.audit]
+    assert decisions.count("start in welcome") == 1
+    assert "resume in identify" in decisions

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import wave
 from pathlib import Path
 
 import httpx
@@ -21,9 +23,8 @@ from .test_resume import POLICY, heard, served_app
 
 async def test_a_finished_call_is_recorded_and_served(tmp_path: Path) -> None:
     database = f"sqlite+aiosqlite:///{tmp_path}/calls.db"
-    app = served_app(
-        Settings(turn=POLICY, database_url=database), [Utterance(0.2, 0.7, "I lost my card")]
-    )
+    settings = Settings(turn=POLICY, database_url=database, recordings_dir=tmp_path / "rec")
+    app = served_app(settings, [Utterance(0.2, 0.7, "I lost my card")])
     await app.state.records.open()
     far_end = BrowserFarEnd(16000, call_id="rec-1", params={"From": "+15550001"})
     async with serving(app) as url:
@@ -43,6 +44,7 @@ async def test_a_finished_call_is_recorded_and_served(tmp_path: Path) -> None:
                     break
                 await call.wait_ended()
             listed = await client.get("/calls", params={"state": "verify"})
+            recording = await client.get("/calls/rec-1/recording")
 
     record = response.json()
     assert (record["agent"], record["bridge"], record["caller"]) == (
@@ -57,6 +59,13 @@ async def test_a_finished_call_is_recorded_and_served(tmp_path: Path) -> None:
     assert ("caller", "4217") in said
     assert any(c["name"] == "find_account" for c in record["tool_calls"])
     assert [c["call_id"] for c in listed.json()["calls"]] == ["rec-1"]
+    assert recording.headers["content-type"] == "audio/wav"
+    with wave.open(io.BytesIO(recording.content)) as wav:
+        assert (wav.getnchannels(), wav.getframerate()) == (2, 16000)
+        frames = np.frombuffer(wav.readframes(wav.getnframes()), np.int16).reshape(-1, 2)
+    caller_peak, agent_peak = np.abs(frames).max(axis=0)
+    assert caller_peak > 4000, "the caller's speech is on the left channel"
+    assert agent_peak > 0, "the agent's speech is on the right channel"
 
     env = {"OPUSAGENT_DATABASE_URL": database}
     show = ["calls", "show", "rec-1"]

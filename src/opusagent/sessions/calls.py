@@ -69,6 +69,8 @@ class CallSession:
         self._created_at = datetime.now(UTC)
         self._version = 0
         self.resumed = False
+        self.recording: str | None = None
+        """The call's recording, relative to `recordings_dir` (None: not recorded)."""
 
     async def resume(self) -> AgentState | None:
         """The conversation's state if it was under way (a reconnect), else None."""
@@ -106,7 +108,7 @@ class CallSession:
             agent=self._agent,
             bridge=self._bridge,
             started_at=self._created_at,
-        )
+        ).model_copy(update={"recording_path": self.recording})
         await records.add(record)
 
     def _record(self, state: AgentState, *, ended: bool) -> SessionRecord:
