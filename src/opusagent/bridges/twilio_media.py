@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from fastapi import FastAPI, HTTPException, Request, Response, WebSocket
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from starlette.datastructures import URL
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import (
@@ -35,6 +34,7 @@ from twilio.twiml.voice_response import (
 )
 
 from opusagent.audio.formats import MULAW_8K, AudioChunk
+from opusagent.bridges.json_frames import parse_event
 from opusagent.bridges.session import (
     POLICY_VIOLATION,
     Act,
@@ -248,7 +248,7 @@ class TwilioTranslator:
     def inbound(self, frame: Frame) -> StartCall | CallEvent | None:
         if isinstance(frame, bytes):
             raise InvalidMessageError("binary frame; Media Streams uses text frames only")
-        message = _parse(frame)
+        message = parse_event(frame, _INBOUND, INBOUND_EVENTS)
         if isinstance(message, ConnectedMessage):
             return None
         if isinstance(message, StartMessage):
@@ -337,25 +337,6 @@ class TwilioTranslator:
             await rest.hang_up(call_sid)
 
         return [Act(f"hang-up of call {call_sid}", hang_up), close]
-
-
-def _parse(text: str) -> InboundMessage:
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidMessageError(f"not JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise InvalidMessageError(f"not a JSON object: {text[:80]!r}")
-    event = raw.get("event")
-    if event not in INBOUND_EVENTS:
-        raise InvalidMessageError(f"unknown event {event!r}")
-    try:
-        return _INBOUND.validate_python(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors()
-        )
-        raise InvalidMessageError(f"{event}: {problems}") from None
 
 
 def _decode_payload(payload: str) -> bytes:

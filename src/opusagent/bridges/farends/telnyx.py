@@ -27,11 +27,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from opusagent.audio.formats import ALAW_8K, MULAW_8K, AudioFormat, Encoding
 from opusagent.bridges.farend import Clear, Heard, Play, PlayMarker, Reaction
-from opusagent.bridges.session import Frame
+from opusagent.bridges.json_frames import parse_event
+from opusagent.bridges.session import Frame, InvalidMessageError
 from opusagent.bridges.telnyx import L16_RATES, TOKEN_HEADER, swap16
 
 FRAME_MS = 20
@@ -196,20 +197,9 @@ class TelnyxFarEnd:
         if isinstance(frame, bytes):
             return [_invalid("a binary frame (Telnyx takes JSON text frames)")]
         try:
-            raw = json.loads(frame)
-        except json.JSONDecodeError:
-            return [_invalid(f"not JSON: {frame[:80]!r}")]
-        event = raw.get("event") if isinstance(raw, dict) else None
-        if event not in SERVER_EVENTS:
-            return [_invalid(f"unknown event {event!r}")]
-        try:
-            message = _SERVER.validate_python(raw)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'][1:]) or event}: {e['msg']}"
-                for e in exc.errors()
-            )
-            return [_invalid(f"{event}: {problems}")]
+            message = parse_event(frame, _SERVER, SERVER_EVENTS)
+        except InvalidMessageError as exc:
+            return [_invalid(str(exc))]
         match message:
             case ServerMedia(media=media):
                 return [self._play(media.payload)]

@@ -32,12 +32,13 @@ from collections.abc import Mapping
 from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from twilio.request_validator import RequestValidator
 
 from opusagent.audio.formats import MULAW_8K, AudioFormat
 from opusagent.bridges.farend import Clear, Heard, Play, PlayMarker, Reaction
-from opusagent.bridges.session import Frame
+from opusagent.bridges.json_frames import parse_event
+from opusagent.bridges.session import Frame, InvalidMessageError
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 FRAME_MS = 20
@@ -188,22 +189,13 @@ class TwilioMediaFarEnd:
         if isinstance(frame, bytes):
             return [_invalid("a binary frame (Media Streams takes text frames only)")]
         try:
-            raw = json.loads(frame)
-        except json.JSONDecodeError:
-            return [_invalid(f"not JSON: {frame[:80]!r}")]
-        event = raw.get("event") if isinstance(raw, dict) else None
-        if event not in SERVER_EVENTS:
-            return [_invalid(f"unknown event {event!r}")]
-        try:
-            message = _SERVER.validate_python(raw)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'][1:]) or event}: {e['msg']}"
-                for e in exc.errors()
-            )
-            return [_invalid(f"{event}: {problems}")]
+            message = parse_event(frame, _SERVER, SERVER_EVENTS)
+        except InvalidMessageError as exc:
+            return [_invalid(str(exc))]
         if message.stream_sid != self.stream_sid:
-            return [_invalid(f"{event} for stream {message.stream_sid}, not {self.stream_sid}")]
+            return [
+                _invalid(f"{message.event} for stream {message.stream_sid}, not {self.stream_sid}")
+            ]
         match message:
             case ServerMedia(media=media):
                 try:
