@@ -9,6 +9,7 @@ appointment to remind, …).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import Mapping
@@ -94,13 +95,7 @@ class CallMaker:
 
     def for_bridge(self, bridge: str) -> CallFactory:
         """The call factory of one bridge (its name goes on the session and the record)."""
-
-        def make(
-            call_id: str, media: CallMedia, send: SendOutput, params: Mapping[str, str]
-        ) -> Call:
-            return self.make(bridge, call_id, media, send, params)
-
-        return make
+        return functools.partial(self.make, bridge)
 
     def make(
         self,
