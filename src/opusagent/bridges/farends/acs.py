@@ -30,7 +30,8 @@ from typing import Any
 
 from opusagent.audio.formats import AudioFormat, Encoding
 from opusagent.bridges.farend import Clear, Heard, Play, Reaction
-from opusagent.bridges.session import Frame
+from opusagent.bridges.json_frames import json_object
+from opusagent.bridges.session import Frame, InvalidMessageError
 
 FRAME_MS = 20
 RATES = frozenset({16000, 24000})
@@ -133,11 +134,9 @@ class AcsFarEnd:
         if isinstance(frame, bytes):
             return [_invalid("a binary frame (ACS takes JSON text frames)")]
         try:
-            raw = json.loads(frame)
-        except json.JSONDecodeError:
-            return [_invalid(f"not JSON: {frame[:80]!r}")]
-        if not isinstance(raw, dict):
-            return [_invalid(f"not a JSON object: {frame[:80]!r}")]
+            raw = json_object(frame)
+        except InvalidMessageError as exc:
+            return [_invalid(str(exc))]
         message = {str(key).lower(): value for key, value in raw.items()}
         kind = message.get("kind")
         if str(kind).lower() == "audiodata":
