@@ -28,7 +28,7 @@ from opusagent.agent.nlu.embeddings import MiniLMEmbedder
 from opusagent.agent.tools.registry import ToolContext
 from opusagent.call.stages import TurnKind
 
-AGENT = Path(__file__).resolve().parent.parent / "examples" / "agents" / "bank_card.yaml"
+AGENT = Path(__file__).resolve().parent.parent / "examples" / "agents" / "bank.yaml"
 SAID = ["I lost my card", "four two one seven", "march third nineteen eighty", "yes"]
 
 

@@ -32,7 +32,7 @@ from opusagent.agent.fsa.state import AgentState
 from opusagent.call.stages import TurnKind
 from opusagent.sessions import MemoryStore, RedisStore, SessionRecord, SessionStore
 
-AGENT = Path(__file__).resolve().parent.parent / "examples" / "agents" / "bank_card.yaml"
+AGENT = Path(__file__).resolve().parent.parent / "examples" / "agents" / "bank.yaml"
 SAID = ["I lost my card", "four two one seven", "march third nineteen eighty", "yes"]
 
 

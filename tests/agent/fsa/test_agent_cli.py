@@ -12,7 +12,7 @@ from opusagent.cli import app
 
 from .conversation import EXAMPLES
 
-BANK = EXAMPLES / "bank_card.yaml"
+BANK = EXAMPLES / "bank.yaml"
 runner = CliRunner()
 
 

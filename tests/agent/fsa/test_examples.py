@@ -27,7 +27,7 @@ def chat(file_name: str, context: dict[str, str] | None = None) -> Conversation:
 def test_there_are_four_example_agents() -> None:
     assert sorted(p.name for p in EXAMPLE_FILES) == [
         "appointment_reminder.yaml",
-        "bank_card.yaml",
+        "bank.yaml",
         "clinic_triage.yaml",
         "insurance_fnol.yaml",
     ]
@@ -44,7 +44,7 @@ def test_example_lints_clean(path: Path) -> None:
 
 
 async def test_bank_happy_path_blocks_and_replaces_the_card() -> None:
-    bank = chat("bank_card.yaml")
+    bank = chat("bank.yaml")
     await bank.start()
 
     await bank.say("hi I lost my card")
@@ -67,7 +67,7 @@ async def test_bank_happy_path_blocks_and_replaces_the_card() -> None:
 
 
 async def test_bank_card_digits_by_dtmf() -> None:
-    bank = chat("bank_card.yaml")
+    bank = chat("bank.yaml")
     await bank.start()
     await bank.say("my card was stolen")
 
@@ -78,7 +78,7 @@ async def test_bank_card_digits_by_dtmf() -> None:
 
 
 async def test_bank_asks_for_a_human_from_any_state() -> None:
-    bank = chat("bank_card.yaml")
+    bank = chat("bank.yaml")
     await bank.start()
     await bank.say("I lost my card")
 
@@ -89,7 +89,7 @@ async def test_bank_asks_for_a_human_from_any_state() -> None:
 
 
 async def test_bank_three_wrong_birth_dates_hand_off() -> None:
-    bank = chat("bank_card.yaml")
+    bank = chat("bank.yaml")
     await bank.start()
     await bank.say("I lost my card")
     await bank.say("four two one seven")
@@ -103,7 +103,7 @@ async def test_bank_three_wrong_birth_dates_hand_off() -> None:
 
 
 async def test_bank_answers_a_question_from_its_knowledge_base() -> None:
-    bank = chat("bank_card.yaml")
+    bank = chat("bank.yaml")
     await bank.start()
 
     outcome = await bank.say("is there a fee for a replacement")
@@ -113,7 +113,7 @@ async def test_bank_answers_a_question_from_its_knowledge_base() -> None:
 
 
 async def test_bank_silent_caller_is_handed_off_after_retries() -> None:
-    bank = chat("bank_card.yaml")
+    bank = chat("bank.yaml")
     await bank.start()
 
     for _ in range(3):

@@ -40,7 +40,7 @@ async def parts(agent: FsaAgent, turn: UserTurn) -> list[ReplyPart]:
 
 
 async def test_reply_tells_state_then_listening_hint_then_speech() -> None:
-    loaded = load_agent(EXAMPLES / "bank_card.yaml")
+    loaded = load_agent(EXAMPLES / "bank.yaml")
     agent = FsaAgent(controller_for(loaded), call_id="c1", knowledge=loaded.knowledge)
     await parts(agent, UserTurn(TurnKind.START, generation=1))
 
@@ -84,7 +84,7 @@ async def test_a_superseded_turn_commits_nothing(load_text: LoadText) -> None:
 
 def test_bank_agent_on_a_call_timeline() -> None:
     """Caller speech through the real Call (fake STT/TTS) walks the bank agent."""
-    loaded = load_agent(EXAMPLES / "bank_card.yaml")
+    loaded = load_agent(EXAMPLES / "bank.yaml")
     agent = FsaAgent(controller_for(loaded), call_id="c3", knowledge=loaded.knowledge)
     timeline = (
         Timeline(duration=60)

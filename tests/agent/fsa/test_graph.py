@@ -11,7 +11,7 @@ from opusagent.agent.fsa.loader import load_agent
 
 from .conversation import EXAMPLES
 
-BANK = load_agent(EXAMPLES / "bank_card.yaml").spec
+BANK = load_agent(EXAMPLES / "bank.yaml").spec
 
 
 def test_mermaid_draws_every_transition() -> None:
