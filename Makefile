@@ -28,10 +28,12 @@ DEBS = $(if $(shell command -v python3),,python3) $(if $(HAVE_UV_OR_PIP),,python
 DEBS += $(if $(shell command -v espeak-ng),,espeak-ng) $(if $(shell command -v flite),,flite) $(if $(shell command -v dot),,graphviz)
 # redis-server: the tests start a throwaway one (sessions that survive a drop or a crash).
 DEBS += $(if $(shell command -v redis-server),,redis-server)
+# chromium + chromium-driver: the softphone test places a call from a real headless browser.
+DEBS += $(if $(wildcard /usr/bin/chromium),,chromium) $(if $(wildcard /usr/bin/chromedriver),,chromium-driver)
 
 SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help run test test-fast lint bench docs clean debs
+.PHONY: help run test test-fast lint bench docs clean debs llm-server
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,10 +43,10 @@ run: $(SYNCED) ## Start the server on 0.0.0.0:8080 (change with HOST=... PORT=..
 	OPENBLAS_NUM_THREADS=1 $(VENV)/bin/opusagent serve --host $(HOST) --port $(PORT)
 
 # pytest exits 5 when it collects no test; that is not a failure here.
-test: $(SYNCED) ## Run the whole test suite, slow tests included
+test: $(SYNCED) llm-server ## Run the whole test suite, slow tests included
 	$(PYTHON) -m pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
-test-fast: $(SYNCED) ## Run the tests not marked slow
+test-fast: $(SYNCED) llm-server ## Run the tests not marked slow
 	$(PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 lint: $(SYNCED) ## ruff check, ruff format --check, mypy --strict
@@ -66,6 +68,10 @@ $(SYNCED): pyproject.toml uv.lock | debs
 	$(UV) --version >/dev/null 2>&1 || PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --user uv
 	$(UV) sync --locked --extra piper --extra postgres --extra anthropic --extra otlp --python python3
 	touch $@
+
+# The loopback OpenAI-compatible server the LLM tests use (its own venv; built once, then cached).
+llm-server: | debs
+	scripts/llm-server-env
 
 debs:
 	@if [ -n "$(strip $(DEBS))" ]; then \
