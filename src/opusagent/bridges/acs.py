@@ -28,7 +28,6 @@ the application that started the stream) becomes the call's parameters.
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -38,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapt
 
 from opusagent.audio.formats import PCM16_16K, PCM16_24K, AudioChunk, AudioFormat
 from opusagent.bridges.auth import admit
-from opusagent.bridges.json_frames import json_object, validate
+from opusagent.bridges.json_frames import base64_audio, json_object, validate
 from opusagent.bridges.session import (
     CallFactory,
     CloseSocket,
@@ -193,7 +192,7 @@ class AcsTranslator:
         if isinstance(message, DtmfDataMessage):
             return DtmfReceived(message.dtmf_data.data.upper())
         audio = message.audio_data
-        data = _decode(audio.data)
+        data = base64_audio(audio.data, "audio data")
         if not data:
             if not audio.silent:
                 raise InvalidMessageError("AudioData without data")
@@ -274,13 +273,6 @@ def _fold_keys(value: Any) -> Any:
     if isinstance(value, list):
         return [_fold_keys(item) for item in value]
     return value
-
-
-def _decode(data: str) -> bytes:
-    try:
-        return base64.b64decode(data, validate=True)
-    except binascii.Error as exc:
-        raise InvalidMessageError(f"audio data is not base64 ({exc})") from None
 
 
 def mount_acs(app: FastAPI, calls: CallFactory, *, token: str | None) -> None:

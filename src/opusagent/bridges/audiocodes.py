@@ -17,7 +17,6 @@ VoiceAI Connect (VAIC) opens one WebSocket per conversation, with `Authorization
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import logging
 import uuid
@@ -38,7 +37,7 @@ from opusagent.audio.formats import (
     AudioFormat,
 )
 from opusagent.bridges.auth import admit
-from opusagent.bridges.json_frames import json_object, validate
+from opusagent.bridges.json_frames import base64_audio, parse_event
 from opusagent.bridges.session import (
     Await,
     CallFactory,
@@ -385,7 +384,7 @@ class AudioCodesTranslator:
             case UserStreamChunk(audio_chunk=audio):
                 if not self._user_stream or self._format is None:
                     raise InvalidMessageError("userStream.chunk outside a user stream")
-                return CallerAudio(AudioChunk(_decode_audio(audio), self._format))
+                return CallerAudio(AudioChunk(base64_audio(audio, "audioChunk"), self._format))
             case UserStreamStop(participant=participant):
                 self._user_stream = False
                 return Reply(
@@ -558,18 +557,7 @@ class AudioCodesTranslator:
 
 
 def _parse(text: str) -> InboundMessage:
-    raw = json_object(text)
-    kind = raw.get("type")
-    if kind not in INBOUND_TYPES:
-        raise InvalidMessageError(f"unknown type {kind!r}")
-    return validate(_INBOUND, raw, str(kind))
-
-
-def _decode_audio(audio: str) -> bytes:
-    try:
-        return base64.b64decode(audio, validate=True)
-    except binascii.Error as exc:
-        raise InvalidMessageError(f"audioChunk is not base64 ({exc})") from None
+    return parse_event(text, _INBOUND, INBOUND_TYPES, key="type")
 
 
 def _scalars(values: Mapping[str, JsonValue]) -> dict[str, str]:

@@ -11,12 +11,12 @@ mono audio, with no header.
 Page -> server:
 
 - `{"type":"start","sampleRate":48000,"callId":"…","agent":"…","params":{"k":"v"}}` first.
-  `sampleRate` (required) is the rate of the microphone audio: 8000, 16000, 24000 or 48000 (most
-  browsers run an AudioContext at 48000). `callId` (optional, 1-64 of `A-Z a-z 0-9 _ . -`) names
-  the call; the server makes one when it is missing. `agent` (optional) names the agent to talk
-  to; it is passed to the call as the parameter `agent` (over any `agent` in `params`). `params`
-  (optional) is a map of strings handed to the call. An unsupported `sampleRate` is answered with
-  `error` and the socket is closed with code 1003.
+  `sampleRate` (required) is the rate of the microphone audio: 8000, 16000, 24000, 44100 or 48000
+  (browsers run an AudioContext at the sound device's rate, 48000 or 44100). `callId` (optional,
+  1-64 of `A-Z a-z 0-9 _ . -`) names the call; the server makes one when it is missing. `agent`
+  (optional) names the agent to talk to; it is passed to the call as the parameter `agent` (over
+  any `agent` in `params`). `params` (optional) is a map of strings handed to the call. An
+  unsupported `sampleRate` is answered with `error` and the socket is closed with code 1003.
 - binary frames: microphone audio at `sampleRate`, any whole number of samples per frame (20 ms
   is not required: the server resamples one continuous stream).
 - `{"type":"dtmf","digit":"5"}`: one key, `0-9 * # A-D`.
@@ -67,7 +67,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic_core import to_jsonable_python
 
 from opusagent.audio.formats import AudioChunk, AudioFormat, Encoding
-from opusagent.bridges.json_frames import json_object, validate
+from opusagent.bridges.json_frames import parse_event
 from opusagent.bridges.session import (
     CallFactory,
     CloseSocket,
@@ -104,7 +104,7 @@ from opusagent.call.events import (
 log = logging.getLogger(__name__)
 
 BROWSER_PATH = "/browser"
-SAMPLE_RATES = (8000, 16000, 24000, 48000)
+SAMPLE_RATES = (8000, 16000, 24000, 44100, 48000)
 """Microphone rates a page may send; agent audio comes back at the same rate."""
 AGENT_PARAM = "agent"
 """The call parameter that names the agent (as the Twilio webhook's `agent` query parameter)."""
@@ -340,11 +340,7 @@ class BrowserTranslator:
 
 
 def _parse(text: str) -> PageMessage:
-    raw = json_object(text)
-    kind = raw.get("type")
-    if kind not in PAGE_TYPES:
-        raise InvalidMessageError(f"unknown type {kind!r}")
-    return validate(_PAGE_MESSAGE, raw, str(kind))
+    return parse_event(text, _PAGE_MESSAGE, PAGE_TYPES, key="type")
 
 
 def mount_browser(app: FastAPI, calls: CallFactory) -> None:

@@ -6,6 +6,7 @@ ignore.
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any, TypeVar
 
@@ -43,11 +44,21 @@ def _problem(loc: tuple[int | str, ...], msg: str, name: str) -> str:
     return f"{'.'.join(str(part) for part in loc)}: {msg}"
 
 
-def parse_event(text: str, adapter: TypeAdapter[T], events: frozenset[str]) -> T:
-    """The message in `text`, whose `event` names one of `events` (the union `adapter` reads,
-    discriminated by `event`)."""
+def parse_event(
+    text: str, adapter: TypeAdapter[T], events: frozenset[str], *, key: str = "event"
+) -> T:
+    """The message in `text`, whose `key` names one of `events` (the union `adapter` reads,
+    discriminated by `key`)."""
     raw = json_object(text)
-    event = raw.get("event")
-    if event not in events:
-        raise InvalidMessageError(f"unknown event {event!r}")
-    return validate(adapter, raw, str(event))
+    event = raw.get(key)
+    if not isinstance(event, str) or event not in events:
+        raise InvalidMessageError(f"unknown {key} {event!r:.80}")
+    return validate(adapter, raw, event)
+
+
+def base64_audio(data: str, what: str) -> bytes:
+    """The bytes of a base64 audio field (`what` names it in the error)."""
+    try:
+        return base64.b64decode(data, validate=True)
+    except ValueError as exc:  # binascii.Error, or characters outside ASCII
+        raise InvalidMessageError(f"{what} is not base64 ({exc})") from None

@@ -31,7 +31,6 @@ up, transferring and sending digits are Call Control REST commands, out of this 
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
 from typing import Annotated, Literal
 
@@ -41,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from opusagent.audio.formats import ALAW_8K, MULAW_8K, AudioChunk, AudioFormat, Encoding
 from opusagent.bridges.auth import admit
-from opusagent.bridges.json_frames import parse_event
+from opusagent.bridges.json_frames import base64_audio, parse_event
 from opusagent.bridges.session import (
     CallFactory,
     CloseSocket,
@@ -370,7 +369,7 @@ class TelnyxTranslator:
     def _on_media(self, fmt: AudioFormat, media: MediaInfo) -> list[Inbound] | None:
         if media.track not in (None, "inbound"):
             return None  # our own audio, as the caller hears it (both_tracks)
-        payload = _decode(media.payload)
+        payload = base64_audio(media.payload, "media payload")
         if len(payload) % fmt.frame_bytes:
             raise InvalidMessageError(f"payload of {len(payload)} bytes is not whole samples")
         ready = [payload] if media.chunk is None else self._order.push(media.chunk, payload)
@@ -415,13 +414,6 @@ class TelnyxTranslator:
                 return None
             case _:
                 return None  # notices: Telnyx media streaming has no message for them
-
-
-def _decode(payload: str) -> bytes:
-    try:
-        return base64.b64decode(payload, validate=True)
-    except binascii.Error as exc:
-        raise InvalidMessageError(f"media payload is not base64 ({exc})") from None
 
 
 def mount_telnyx(app: FastAPI, calls: CallFactory, *, token: str | None) -> None:

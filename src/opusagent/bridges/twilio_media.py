@@ -16,7 +16,6 @@ Twilio's REST API when it is configured (`twilio_rest`); a stream cannot send DT
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Literal
@@ -34,7 +33,7 @@ from twilio.twiml.voice_response import (
 )
 
 from opusagent.audio.formats import MULAW_8K, AudioChunk
-from opusagent.bridges.json_frames import parse_event
+from opusagent.bridges.json_frames import base64_audio, parse_event
 from opusagent.bridges.session import (
     POLICY_VIOLATION,
     Act,
@@ -259,7 +258,9 @@ class TwilioTranslator:
             )
         match message:
             case MediaMessage(media=media):
-                return CallerAudio(AudioChunk(_decode_payload(media.payload), MULAW_8K))
+                return CallerAudio(
+                    AudioChunk(base64_audio(media.payload, "media payload"), MULAW_8K)
+                )
             case DtmfMessage(dtmf=dtmf):
                 return DtmfReceived(dtmf.digit.upper())
             case MarkMessage(mark=mark):
@@ -337,13 +338,6 @@ class TwilioTranslator:
             await rest.hang_up(call_sid)
 
         return [Act(f"hang-up of call {call_sid}", hang_up), close]
-
-
-def _decode_payload(payload: str) -> bytes:
-    try:
-        return base64.b64decode(payload, validate=True)
-    except binascii.Error as exc:
-        raise InvalidMessageError(f"media payload is not base64 ({exc})") from None
 
 
 # --- TwiML and the webhook -----------------------------------------------------------------
