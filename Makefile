@@ -66,7 +66,7 @@ clean: ## Remove caches, build and test artefacts (keeps .venv, re-syncs it next
 
 $(SYNCED): pyproject.toml uv.lock | debs
 	$(UV) --version >/dev/null 2>&1 || PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --user uv
-	$(UV) sync --locked --extra piper --extra postgres --extra anthropic --extra otlp --python python3
+	$(UV) sync --locked --extra piper --extra postgres --extra anthropic --extra otlp --extra loadtest --python python3
 	touch $@
 
 # The loopback OpenAI-compatible server the LLM tests use (its own venv; built once, then cached).
