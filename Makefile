@@ -33,7 +33,7 @@ DEBS += $(if $(wildcard /usr/bin/chromium),,chromium) $(if $(wildcard /usr/bin/c
 
 SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help run test test-fast lint bench docs clean debs llm-server
+.PHONY: help run test test-fast fuzz lint bench docs clean debs llm-server
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ test: $(SYNCED) llm-server ## Run the whole test suite, slow tests included
 
 test-fast: $(SYNCED) llm-server ## Run the tests not marked slow
 	$(PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+fuzz: $(SYNCED) ## Fuzz every bridge with 1M random messages each (test runs 10k)
+	OPUSAGENT_FUZZ_MESSAGES=1000000 OPUSAGENT_FUZZ_RANDOM=1 $(PYTHON) -m pytest tests/fuzz $(PYTEST_ARGS)
 
 lint: $(SYNCED) ## ruff check, ruff format --check, mypy --strict
 	$(VENV)/bin/ruff check .
