@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -43,9 +43,9 @@ from twilio.twiml.voice_response import Connect, ConversationRelay, Parameter, V
 from opusagent.bridges.session import INTERNAL_ERROR, AgentFactory, InvalidMessageError
 from opusagent.bridges.twilio_media import TwilioWebhooks, call_parameters
 from opusagent.bridges.twilio_rest import dial_twiml
-from opusagent.call.call import HANGUP_REPLY_TIMEOUT_S
 from opusagent.call.events import CONNECTION_LOST, AgentAction, HangUp, SendDtmf, Transfer
-from opusagent.call.stages import Agent, HistoryEntry, ReplyPart, Speaker, TurnKind, UserTurn
+from opusagent.call.hangup import aclose, tell_agent_hangup
+from opusagent.call.stages import Agent, HistoryEntry, Speaker, TurnKind, UserTurn
 
 log = logging.getLogger(__name__)
 
@@ -399,7 +399,7 @@ class RelayConversation:
             if reply.generation == self._generation:
                 await self._finish(reply)
         finally:
-            await _aclose(parts)
+            await aclose(parts)
 
     async def _act(self, reply: _Reply, action: AgentAction) -> None:
         """Do `action` after the text before it: that talk cycle is closed first."""
@@ -442,29 +442,13 @@ class RelayConversation:
 
     async def _tell_agent_hangup(self, agent: Agent) -> None:
         """The agent learns the session ended (an FSA may record it); its reply is not sent."""
-        turn = UserTurn(
-            TurnKind.HANGUP,
-            text=self._end_reason or "",
-            history=tuple(self._history),
+        await tell_agent_hangup(
+            agent,
+            call_id=self._call_id,
+            reason=self._end_reason or "",
+            history=self._history,
             generation=self._generation,
         )
-        parts = agent.respond(turn)
-        try:
-            async with asyncio.timeout(HANGUP_REPLY_TIMEOUT_S):
-                async for _part in parts:
-                    pass
-        except Exception:
-            log.exception("call %s: agent failed on hangup", self._call_id)
-        finally:
-            await _aclose(parts)
-
-
-async def _aclose(parts: AsyncIterator[ReplyPart]) -> None:
-    """Close an agent's reply early so its `finally` blocks run now, not at collection."""
-    close = getattr(parts, "aclose", None)
-    if close is not None:
-        with contextlib.suppress(Exception):
-            await close()
 
 
 async def serve_relay(websocket: WebSocket, agents: AgentFactory) -> RelayConversation:

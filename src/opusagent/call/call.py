@@ -11,7 +11,6 @@ one. The playback ledger turns marks (or the pacer's clock) into the words the c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -45,6 +44,7 @@ from opusagent.call.events import (
     ReplyAudioEnd,
     ReplyLatency,
 )
+from opusagent.call.hangup import aclose, tell_agent_hangup
 from opusagent.call.playback import ReplyLedger
 from opusagent.call.stages import (
     STT,
@@ -53,7 +53,6 @@ from opusagent.call.stages import (
     Agent,
     ExpectSpeech,
     HistoryEntry,
-    ReplyPart,
     Speaker,
     SpeechChunk,
     Transcript,
@@ -71,7 +70,6 @@ FINAL_TRANSCRIPT_TIMEOUT_S = 2.0
 """How long to wait for the STT's final result after the caller stops before using the partial."""
 MARK_ACK_GRACE_S = 1.0
 """How long past the pacer's playout end a missing final mark acknowledgement is waited for."""
-HANGUP_REPLY_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,7 +533,7 @@ class Call:
                             return
                         self._enqueue_speech(reply, chunk)
                 finally:
-                    await _aclose(speech)
+                    await aclose(speech)
                 if gen != self._generation:
                     return
                 if actions:
@@ -548,7 +546,7 @@ class Call:
             if gen == self._generation:
                 self._finish_reply_audio(reply)
         finally:
-            await _aclose(parts)
+            await aclose(parts)
 
     def _enqueue_speech(self, reply: ReplyLedger, chunk: SpeechChunk) -> None:
         if chunk.audio.format != self._stages.tts.output_format:
@@ -772,26 +770,10 @@ class Call:
 
     async def _tell_agent_hangup(self) -> None:
         """The agent learns the call ended (an FSA may record it); its reply is never played."""
-        turn = UserTurn(
-            TurnKind.HANGUP,
-            text=self._end_reason or "",
-            history=tuple(self._history),
+        await tell_agent_hangup(
+            self._stages.agent,
+            call_id=self.call_id,
+            reason=self._end_reason or "",
+            history=self._history,
             generation=self._generation,
         )
-        parts = self._stages.agent.respond(turn)
-        try:
-            async with asyncio.timeout(HANGUP_REPLY_TIMEOUT_S):
-                async for _part in parts:
-                    pass
-        except Exception:
-            log.exception("call %s: agent failed on hangup", self.call_id)
-        finally:
-            await _aclose(parts)
-
-
-async def _aclose(iterator: AsyncIterator[ReplyPart] | AsyncIterator[SpeechChunk]) -> None:
-    """Close an async generator early so its `finally` blocks run now, not at collection."""
-    close = getattr(iterator, "aclose", None)
-    if close is not None:
-        with contextlib.suppress(Exception):
-            await close()
