@@ -13,17 +13,19 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from opusagent.agent.fsa.audit import AuditEntry
 from opusagent.agent.fsa.catalog import build_controller
-from opusagent.agent.fsa.controller import Controller, TurnInput
+from opusagent.agent.fsa.controller import Controller, Outcome, TurnInput
 from opusagent.agent.fsa.graph import GraphError, render_graph
 from opusagent.agent.fsa.lint import lint
 from opusagent.agent.fsa.loader import AgentFileError, LoadedAgent, load_agent
 from opusagent.agent.fsa.spec import AgentSpec
 from opusagent.agent.fsa.state import AgentState
+from opusagent.agent.llm.endpoint import LLM, llm_from_settings
+from opusagent.agent.llm.phrasing import Phraser, phrased_speech
 from opusagent.agent.tools.registry import ToolContext
 from opusagent.call.events import AgentAction
 from opusagent.call.stages import TurnKind
+from opusagent.config import ConfigError, load_settings
 
 agent_app = typer.Typer(
     help="Finite State Agents: check, draw and talk to agent files.", no_args_is_help=True
@@ -90,11 +92,16 @@ def chat_command(
     ] = None,
 ) -> None:
     """Talk to the agent as text. Type what the caller says; `/dtmf 1234` keys digits,
-    `/silence` is a no-input turn, `/quit` hangs up."""
+    `/silence` is a no-input turn, `/quit` hangs up. With OPUSAGENT_LLM_BASE_URL set, the
+    agent's LLM proposes and phrases as it would on a call."""
     agent = _load(file)
     day = datetime.date.fromisoformat(today) if today else None
-    controller = build_controller(agent, today=day)
-    state = asyncio.run(_chat(controller, agent, _lines()))
+    try:
+        llm = llm_from_settings(load_settings())
+    except ConfigError as exc:
+        _fail(str(exc))
+    controller = build_controller(agent, proposer=llm.proposer if llm else None, today=day)
+    state = asyncio.run(_chat(controller, agent, _lines(), llm))
     if audit_json is not None:
         audit_json.write_text(
             json.dumps([e.model_dump(mode="json") for e in state.audit], indent=2) + "\n",
@@ -107,12 +114,24 @@ def _lines() -> list[str] | None:
     return None if sys.stdin.isatty() else sys.stdin.read().splitlines()
 
 
-async def _chat(controller: Controller, agent: LoadedAgent, script: list[str] | None) -> AgentState:
+async def _chat(
+    controller: Controller, agent: LoadedAgent, script: list[str] | None, llm: LLM | None
+) -> AgentState:
+    try:
+        return await _converse(controller, agent, script, llm.phraser if llm else None)
+    finally:
+        if llm is not None:
+            await llm.aclose()
+
+
+async def _converse(
+    controller: Controller, agent: LoadedAgent, script: list[str] | None, phraser: Phraser | None
+) -> AgentState:
     context = ToolContext(call_id="chat", slots={}, context={}, knowledge=agent.knowledge)
     state = controller.new_state({"channel": "chat"})
     outcome = await controller.decide(state, TurnInput(TurnKind.START), context)
     state = outcome.state
-    _show(outcome.reply, outcome.audit)
+    await _show(outcome, controller.spec, phraser, "")
     lines = iter(script) if script is not None else None
     while not state.ended:
         line = _next_line(lines)
@@ -126,7 +145,7 @@ async def _chat(controller: Controller, agent: LoadedAgent, script: list[str] | 
             turn = TurnInput(TurnKind.SPEECH, text=line.strip())
         outcome = await controller.decide(state, turn, context)
         state = outcome.state
-        _show(outcome.reply, outcome.audit)
+        await _show(outcome, controller.spec, phraser, turn.text)
     return state
 
 
@@ -142,7 +161,12 @@ def _next_line(lines: object) -> str | None:
     return line  # type: ignore[no-any-return]
 
 
-def _show(reply: list[str | AgentAction], audit: AuditEntry) -> None:
+async def _show(outcome: Outcome, spec: AgentSpec, phraser: Phraser | None, latest: str) -> None:
+    audit = outcome.audit
+    reply: list[str | AgentAction] = outcome.reply
+    if phraser is not None:
+        speech = await phrased_speech(phraser, spec, outcome, outcome.state.history, latest)
+        reply = [speech, *(item for item in reply if not isinstance(item, str))]
     detail = [f"decision: {audit.decision}"]
     if audit.intent:
         detail.append(f"intent {audit.intent} ({audit.intent_score})")
@@ -154,10 +178,16 @@ def _show(reply: list[str | AgentAction], audit: AuditEntry) -> None:
                 f"{t.name}" + (f" failed: {t.error}" if t.error else "") for t in audit.tool_calls
             )
         )
+    if audit.proposal is not None:
+        verdict = "accepted" if audit.proposal.accepted else f"refused: {audit.proposal.refusal}"
+        detail.append(f"LLM proposed {audit.proposal.to} ({verdict})")
+    detail.extend(f"LLM {c.role}: {c.model} {c.error or c.outcome}".strip() for c in audit.llm)
     moved = f"[{audit.state_before} → {audit.state_after}]"
     _out.print(f"[dim]  {escape(moved)} {escape('; '.join(detail))}[/dim]")
     for item in reply:
         if isinstance(item, str):
+            if not item:
+                continue
             _out.print(f"[cyan]agent> {escape(item)}[/cyan]")
         else:
             _out.print(f"[magenta]agent does: {escape(str(item))}[/magenta]")

@@ -18,6 +18,7 @@ from typing import Any
 from opusagent.agent.fsa.catalog import AgentCatalog
 from opusagent.agent.fsa.controller import TurnInput
 from opusagent.agent.fsa.state import AgentState, Line
+from opusagent.agent.llm.phrasing import phrased_speech
 from opusagent.agent.tools.registry import ToolContext
 from opusagent.call.stages import TurnKind
 from opusagent.sessions.links import CODE_DIGITS, Links
@@ -113,15 +114,15 @@ class TextConversations:
         )
         outcome = await controller.decide(record.state, turn, context)
         state: AgentState = outcome.state
+        phraser = self._agents.phraser
+        speech = await phrased_speech(phraser, controller.spec, outcome, state.history, text)
         if text:
             state.history.append(Line(speaker="caller", text=text))
-        if outcome.speech:
-            state.history.append(
-                Line(speaker="agent", text=outcome.speech, generated=outcome.speech)
-            )
+        if speech:
+            state.history.append(Line(speaker="agent", text=speech, generated=speech))
         saved = record.model_copy(
             update={"state": state, "updated_at": datetime.now(UTC), "ended": state.ended}
         )
         await self._store.save(saved)
         actions = [str(item) for item in outcome.reply if not isinstance(item, str)]
-        return TextReply(record.call_id, outcome.speech, state.state, state.ended, actions)
+        return TextReply(record.call_id, speech, state.state, state.ended, actions)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from opusagent.agent.fsa.controller import DROPPED, Controller, Outcome, TurnInput
+from opusagent.agent.fsa.controller import DROPPED, Controller, Outcome, Phrase, TurnInput
 from opusagent.agent.fsa.state import AgentState, Line
+from opusagent.agent.llm.phrasing import PhrasedReply, Phraser
 from opusagent.agent.tools.registry import ToolContext
 from opusagent.bridges.twilio_rest import TwilioRest
 from opusagent.call.events import CONNECTION_LOST, AgentStatus
@@ -25,7 +27,8 @@ class FsaAgent:
 
     A turn's new state is committed as one step once decided, and only if no newer turn has
     started meanwhile (a barge-in during a slow tool): a transition happens with its generation
-    or not at all.
+    or not at all. With a `phraser`, the replies an LLM words stream token by token; a newer
+    turn stops the one in flight at once.
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class FsaAgent:
         sessions: object = None,
         on_commit: OnCommit | None = None,
         resume: Resume | None = None,
+        phraser: Phraser | None = None,
     ) -> None:
         self.controller = controller
         self.call_id = call_id
@@ -58,6 +62,8 @@ class FsaAgent:
         )
         self._on_commit = on_commit
         self._resume = resume
+        self._phraser = phraser
+        self._phrasing: PhrasedReply | None = None
         self._latest = -1
         self._seen_history = 0
 
@@ -65,7 +71,14 @@ class FsaAgent:
     def state(self) -> AgentState:
         return self._state
 
+    @property
+    def tool_context(self) -> ToolContext:
+        """What this conversation's tools are given (the slots and context are the turn's)."""
+        return self._tool_context
+
     async def respond(self, turn: UserTurn) -> AsyncIterator[ReplyPart]:
+        if turn.generation > self._latest and self._phrasing is not None:
+            await self._phrasing.aclose()  # barge-in: the old reply's LLM stream stops now
         self._latest = max(self._latest, turn.generation)
         if turn.kind is TurnKind.START and self._resume is not None:
             previous = await self._resume()
@@ -94,7 +107,33 @@ class FsaAgent:
         yield AgentStatus(outcome.state.state, self._status(outcome))
         yield ExpectSpeech(tuple(outcome.expected) if outcome.expected else None)
         for item in outcome.reply:
-            yield f"{item} " if isinstance(item, str) else item
+            if isinstance(item, Phrase) and self._phraser is not None:
+                async with contextlib.aclosing(self._phrased(item, turn, outcome)) as deltas:
+                    async for delta in deltas:
+                        yield delta
+            elif isinstance(item, str):
+                if item:
+                    yield f"{item} "
+            else:
+                yield item
+
+    async def _phrased(
+        self, phrase: Phrase, turn: UserTurn, outcome: Outcome
+    ) -> AsyncGenerator[str, None]:
+        assert self._phraser is not None
+        reply = self._phraser.phrase(self.controller.spec, phrase, outcome.state.history, turn.text)
+        outcome.audit.llm.append(reply.record)
+        self._phrasing = reply
+        try:
+            async with contextlib.aclosing(aiter(reply)) as deltas:
+                async for delta in deltas:
+                    if turn.generation < self._latest:
+                        return
+                    yield delta
+            yield " "
+        finally:
+            if self._phrasing is reply:
+                self._phrasing = None
 
     def _record_history(self, state: AgentState, history: tuple[HistoryEntry, ...]) -> None:
         new = history[self._seen_history :]

@@ -40,6 +40,29 @@ class ProposalRecord(_Record):
     refused_slots: dict[str, str] = Field(default_factory=dict)
 
 
+class LLMCallRecord(_Record):
+    """One request to a model: which model and why, how long it took, what it cost."""
+
+    role: str
+    """"propose" or "phrase"."""
+    model: str = ""
+    """The agent file's name of the model that answered (or was tried last)."""
+    endpoint_model: str = ""
+    route: str = ""
+    """Why this model: the `llm` it came from, the route that matched, a fallback."""
+    failed: list[str] = Field(default_factory=list)
+    """Models tried first that failed or timed out, each with why."""
+    ttft_ms: float | None = None
+    total_ms: float = 0.0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    error: str = ""
+    text: str = ""
+    """For "phrase": the words generated (the caller may have heard fewer)."""
+    outcome: str = ""
+    """For "phrase": "phrased", "fallback (…)" or "cancelled"."""
+
+
 class ToolRecord(_Record):
     name: str
     args: dict[str, Any] = Field(default_factory=dict)
@@ -68,6 +91,7 @@ class AuditEntry(_Record):
     """"to <state>" / "stay (reprompt)" / "stay (no input)" / "end"."""
     slot_changes: dict[str, Any] = Field(default_factory=dict)
     tool_calls: list[ToolRecord] = Field(default_factory=list)
+    llm: list[LLMCallRecord] = Field(default_factory=list)
     scratchpad: str = ""
     state_after: str = ""
     said: str = ""

@@ -13,6 +13,7 @@ from opusagent.agent.fsa.agent import FsaAgent, OnCommit, Resume
 from opusagent.agent.fsa.controller import Controller, Proposer
 from opusagent.agent.fsa.loader import AgentFileError, LoadedAgent, load_agent
 from opusagent.agent.fsa.state import AgentState
+from opusagent.agent.llm.phrasing import Phraser
 from opusagent.agent.nlu.embeddings import Embedder
 from opusagent.agent.nlu.intents import IntentClassifier
 from opusagent.bridges.twilio_rest import TwilioRest
@@ -40,6 +41,7 @@ class AgentCatalog:
         *,
         twilio: TwilioRest | None = None,
         sms_from: str | None = None,
+        phraser: Phraser | None = None,
     ) -> None:
         if not entries:
             raise AgentFileError("no agents were loaded")
@@ -51,6 +53,8 @@ class AgentCatalog:
         self.default = default or next(iter(entries))
         self._twilio = twilio
         self._sms_from = sms_from
+        self.phraser = phraser
+        """Words the replies of states with an `instruction` (None: their `say` is spoken)."""
 
     @classmethod
     def load(
@@ -62,6 +66,7 @@ class AgentCatalog:
         sms_from: str | None = None,
         embedder: Embedder | None = None,
         proposer: Proposer | None = None,
+        phraser: Phraser | None = None,
         today: datetime.date | None = None,
     ) -> AgentCatalog:
         """Load every agent file in `paths` (files, or folders of `*.yaml`)."""
@@ -76,7 +81,7 @@ class AgentCatalog:
             entries[name] = CatalogEntry(
                 loaded, build_controller(loaded, embedder=embedder, proposer=proposer, today=today)
             )
-        return cls(entries, default, twilio=twilio, sms_from=sms_from)
+        return cls(entries, default, twilio=twilio, sms_from=sms_from, phraser=phraser)
 
     def use_embedder(self, embedder: Embedder) -> None:
         """Classify intents with sentence embeddings from now on (new calls get them).
@@ -128,6 +133,7 @@ class AgentCatalog:
             resume=resume,
             links=links,
             sessions=sessions,
+            phraser=self.phraser,
         )
 
 

@@ -21,7 +21,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from opusagent.agent.fsa.audit import AuditEntry, ProposalRecord, ToolRecord, TransitionCheck
+from opusagent.agent.fsa.audit import (
+    AuditEntry,
+    LLMCallRecord,
+    ProposalRecord,
+    ToolRecord,
+    TransitionCheck,
+)
 from opusagent.agent.fsa.conditions import Facts, check, holds
 from opusagent.agent.fsa.spec import AgentSpec, StateSpec, ToolCallSpec, TransitionSpec
 from opusagent.agent.fsa.state import AgentState
@@ -65,6 +71,12 @@ class Proposal:
     slots: Mapping[str, Any] = field(default_factory=dict)
     reason: str = ""
     scratchpad: str = ""
+    calls: Sequence[LLMCallRecord] = ()
+    """The model requests behind it (for the audit), failed ones included."""
+
+    @property
+    def empty(self) -> bool:
+        return self.to is None and not self.slots and not self.reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +88,9 @@ class Understanding:
     intent_scores: Mapping[str, float]
     parsed: Mapping[str, Parsed]
     invalid: Mapping[str, Invalid]
+    open: tuple[str, ...] = ()
+    """Targets of the state's own transitions that hold this turn, or would once the state's
+    slots are filled: the moves a proposal can make."""
 
 
 class Proposer(Protocol):
@@ -86,8 +101,27 @@ class Proposer(Protocol):
     ) -> Proposal | None: ...
 
 
+class Phrase(str):
+    """A state's reply that an LLM may phrase from `instruction`; the text itself is the state's
+    `say`, spoken as it is when there is no LLM (or it fails)."""
+
+    state: str
+    instruction: str
+    variables: Mapping[str, Any]
+    """What the turn knew (slots, tools, counters…): for the model router's `when`."""
+
+    def __new__(
+        cls, text: str, *, state: str, instruction: str, variables: Mapping[str, Any]
+    ) -> Phrase:
+        phrase = super().__new__(cls, text)
+        phrase.state = state
+        phrase.instruction = instruction
+        phrase.variables = variables
+        return phrase
+
+
 ReplyItem = str | AgentAction
-"""Speech, or an action taken after the speech before it."""
+"""Speech (perhaps a `Phrase`), or an action taken after the speech before it."""
 
 
 @dataclass(slots=True)
@@ -102,7 +136,7 @@ class Outcome:
 
     @property
     def speech(self) -> str:
-        return " ".join(item for item in self.reply if isinstance(item, str))
+        return " ".join(item for item in self.reply if isinstance(item, str) and item)
 
 
 @dataclass
@@ -258,6 +292,8 @@ class _Turn:
         # Sentence embeddings are milliseconds of numpy: off the event loop.
         understanding = await asyncio.to_thread(self._understand, state)
         self.audit.timings_ms["nlu"] = round((time.perf_counter() - started) * 1000, 3)
+        if self.c.proposer is not None:
+            understanding = dataclasses.replace(understanding, open=self._open(understanding))
         proposal = await self._propose(understanding)
         accepted_slots = self._accept_slots(understanding, proposal)
         changes = {name: parsed.value for name, parsed in accepted_slots.items()}
@@ -324,18 +360,34 @@ class _Turn:
         proposal = await self.c.proposer.propose(self.spec, self.s, self.turn, understanding)
         self.audit.timings_ms["proposal"] = round((time.perf_counter() - started) * 1000, 3)
         if proposal is not None:
+            self.audit.llm.extend(proposal.calls)
+        if proposal is not None and not proposal.empty:
             self.audit.proposal = ProposalRecord(
-                to=proposal.to, slots=dict(proposal.slots), reason=proposal.reason
+                to=proposal.to,
+                slots={name: self._loggable(name, v) for name, v in proposal.slots.items()},
+                reason=proposal.reason,
             )
             if proposal.scratchpad:
                 self.audit.scratchpad = proposal.scratchpad
                 self.s.scratchpad.append(f"[{self.s.state}] {proposal.scratchpad}")
         return proposal
 
+    def _open(self, understanding: Understanding) -> tuple[str, ...]:
+        state = self.spec.states[self.s.state]
+        facts = self._facts(understanding, event=self.turn.event)
+        filled = dataclasses.replace(facts, filled=facts.filled | frozenset(state.collect))
+        found = [
+            t.to
+            for t in state.transitions
+            if holds(check(t.when, facts)) or holds(check(t.when, filled))
+        ]
+        return tuple(dict.fromkeys(found))
+
     def _accept_slots(
         self, understanding: Understanding, proposal: Proposal | None
     ) -> dict[str, Parsed]:
-        """Slot values from NLU, plus proposed values that pass the slot's own validation."""
+        """Slot values from NLU, plus proposed values for the others that pass the slot's own
+        validation (the deterministic parsers come first)."""
         accepted = dict(understanding.parsed)
         if proposal is None or self.audit.proposal is None:
             return accepted
@@ -343,6 +395,9 @@ class _Turn:
             spec = self.spec.slots.get(name)
             if spec is None:
                 self.audit.proposal.refused_slots[name] = "no such slot"
+                continue
+            if name in understanding.parsed:
+                self.audit.proposal.refused_slots[name] = "the slot's own parser understood it"
                 continue
             result = extract(spec.rules(), str(value), "", today=self.today)
             if isinstance(result, Parsed):
@@ -427,7 +482,9 @@ class _Turn:
             return
         actions = self._pending_actions
         self._pending_actions = []
-        if state.say:
+        if state.instruction and (state.llm or self.spec.llm):
+            self._phrase(state_name, state.instruction, state.say or "")
+        elif state.say:
             self._say(state.say)
         self.reply.extend(actions)
         if state.final:
@@ -549,24 +606,20 @@ class _Turn:
         if text:
             self.reply.append(text)
 
+    def _phrase(self, state_name: str, instruction: str, say: str) -> None:
+        variables = self._variables()
+        try:
+            text = render(say, variables)
+            instruction = render(instruction, variables)
+        except AgentTemplateError as exc:
+            self.audit.tool_calls.append(ToolRecord(name="(template)", error=str(exc)))
+            return
+        self.reply.append(
+            Phrase(text, state=state_name, instruction=instruction, variables=variables)
+        )
+
     def _variables(self) -> dict[str, Any]:
-        spoken_forms = {}
-        for name, value in self.s.slots.items():
-            spec = self.spec.slots.get(name)
-            if spec is not None and not spec.sensitive:
-                spoken_forms[name] = spoken(spec.rules(), value)
-        return {
-            "slots": dict(self.s.slots),
-            "spoken": spoken_forms,
-            "tools": dict(self.s.tools),
-            "context": dict(self.s.context),
-            "state": self.s.state,
-            "visits": dict(self.s.visits),
-            "retries": self.s.retries,
-            "no_inputs": self.s.no_inputs,
-            "input": self.turn.text,
-            "dtmf": self.turn.dtmf,
-        }
+        return template_variables(self.spec, self.s, self.turn)
 
     def _loggable(self, slot_name: str, value: Any) -> Any:
         spec = self.spec.slots.get(slot_name)
@@ -574,10 +627,31 @@ class _Turn:
 
     def _outcome(self) -> Outcome:
         self.audit.state_after = self.s.state
-        speech = " ".join(item for item in self.reply if isinstance(item, str))
+        speech = " ".join(item for item in self.reply if isinstance(item, str) and item)
         self.audit.said = speech
         if speech:
             self.s.last_said = speech
         self.s.audit.append(self.audit)
         expected = None if self.s.ended else self.c.expected_phrases(self.s.state)
         return Outcome(self.s, self.reply, self.audit, expected)
+
+
+def template_variables(spec: AgentSpec, state: AgentState, turn: TurnInput) -> dict[str, Any]:
+    """What templates, conditions' `expr` and model routes see."""
+    spoken_forms = {}
+    for name, value in state.slots.items():
+        slot = spec.slots.get(name)
+        if slot is not None and not slot.sensitive:
+            spoken_forms[name] = spoken(slot.rules(), value)
+    return {
+        "slots": dict(state.slots),
+        "spoken": spoken_forms,
+        "tools": dict(state.tools),
+        "context": dict(state.context),
+        "state": state.state,
+        "visits": dict(state.visits),
+        "retries": state.retries,
+        "no_inputs": state.no_inputs,
+        "input": turn.text,
+        "dtmf": turn.dtmf,
+    }

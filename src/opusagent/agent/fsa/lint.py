@@ -123,6 +123,7 @@ class _Linter:
                 template = getattr(state, key)
                 if template:
                     self._template(["states", name, key], template)
+            self._llm(name)
         for i, transition in enumerate(self.spec.global_transitions):
             self._transition(["global_transitions", i], transition)
         for name, slot in self.spec.slots.items():
@@ -342,6 +343,23 @@ class _Linter:
             render(source, {**self._variables(), **(extra or {})})
         except AgentTemplateError as exc:
             self.add("error", path, str(exc))
+
+    def _llm(self, name: str) -> None:
+        """An LLM's parts of a state: what needs a model has one, routes' `when` parse."""
+        state = self.spec.states[name]
+        path: list[PathPart] = ["states", name]
+        llm = state.llm or self.spec.llm
+        if llm is None:
+            for key in ("instruction", "scratchpad"):
+                if getattr(state, key):
+                    self.add("warning", [*path, key], f"no llm here: the {key} is never used")
+            return
+        if state.instruction and not state.say:
+            self.add("warning", [*path, "say"], "no say: nothing is said when the LLM fails")
+        llm_path: list[PathPart] = [*path, "llm"] if state.llm else ["llm"]
+        for i, route in enumerate(llm.routes):
+            if route.when is not None:
+                self._expression([*llm_path, "routes", i, "when"], route.when)
 
     def _regex(self, path: list[PathPart], pattern: str) -> None:
         try:

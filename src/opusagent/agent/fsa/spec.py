@@ -164,12 +164,47 @@ class TransitionSpec(_Spec):
     description: str = ""
 
 
-class LLMSpec(_Spec):
-    """The model that may propose transitions and fill slots (optional)."""
+LLMRole = Literal["propose", "phrase"]
+"""What a model is asked for: a proposal (transition, slots, reason) or a state's reply."""
 
-    model: str
+
+class ModelRoute(_Spec):
+    """A per-turn choice of model: the first route of a state's `llm` that matches is taken."""
+
+    model: str = Field(description="The model to use when this route matches.")
+    role: LLMRole | None = Field(None, description="Only for this role (default: both).")
+    when: str | None = Field(
+        None,
+        description="A Jinja expression over slots, tools, context and counters (as a "
+        'condition\'s expr), e.g. "retries > 0"; default: always.',
+    )
+
+
+class LLMSpec(_Spec):
+    """The model that may propose transitions, fill slots and phrase replies (optional).
+
+    Model names are the agent's own: `default` is the server's `llm_model`; the server's
+    `llm_models` maps other names to the endpoint's models (unmapped names are sent as they are).
+    """
+
+    model: str = Field("default", min_length=1)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
-    timeout_s: float = Field(4.0, gt=0)
+    timeout_s: float = Field(
+        4.0, gt=0, description="Longest wait for a model to start answering (then: fallback)."
+    )
+    fallback: list[str] = Field(
+        default_factory=list,
+        description="Models tried in order when the chosen one times out or fails.",
+    )
+    routes: list[ModelRoute] = Field(
+        default_factory=list, description="Per-turn choices of model; the first that matches wins."
+    )
+    max_tokens: int = Field(60, ge=16, le=4096, description="Longest phrased reply, in tokens.")
+    propose: bool = Field(
+        True,
+        description="Ask for a proposal (transition, slot values, reason) on each caller turn "
+        "in free speech; off: the model only phrases replies.",
+    )
 
 
 class StateSpec(_Spec):
