@@ -39,6 +39,7 @@ class Readiness:
     def __init__(self) -> None:
         self._components: dict[str, Component] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._draining = False
 
     def register(self, name: str, loader: Loader) -> None:
         """Add a loader to run when the server starts; names must be unique."""
@@ -67,7 +68,17 @@ class Readiness:
 
     @property
     def ready(self) -> bool:
+        if self._draining:
+            return False
         return all(c.state is ComponentState.LOADED for c in self._components.values())
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def begin_drain(self) -> None:
+        """The server is stopping: from now on it is not ready and takes no new calls."""
+        self._draining = True
 
     def components(self) -> dict[str, dict[str, str]]:
         """Each component's state, and the error of those that failed."""
@@ -85,6 +96,8 @@ class Readiness:
             if c.state is ComponentState.FAILED
         ]
         parts = []
+        if self._draining:
+            parts.append("draining: this server is stopping and takes no new calls")
         if pending:
             parts.append("still loading: " + ", ".join(pending))
         if failed:

@@ -12,7 +12,7 @@ import functools
 import importlib.resources
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -206,6 +206,8 @@ class SileroVAD:
         self._delivered = 0
         self._last_batch_size = 0
         self._last_inference_seconds = 0.0
+        self.on_batch: Callable[[int, float], None] | None = None
+        """Told each batch's size and inference time, on the worker thread (for metrics)."""
 
     @property
     def sample_rate(self) -> int:
@@ -325,6 +327,8 @@ class SileroVAD:
         self._last_inference_seconds = time.perf_counter() - began
         self._last_batch_size = len(windows)
         self._inferences += 1
+        if self.on_batch is not None:
+            self.on_batch(self._last_batch_size, self._last_inference_seconds)
         return probabilities, new_state
 
     def _deliver(self, batch: _Batch, probabilities: Floats, new_state: Floats) -> None:
