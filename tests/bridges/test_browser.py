@@ -129,7 +129,7 @@ def test_start_without_call_id_gets_a_fresh_one() -> None:
     assert all(re.fullmatch(r"browser-[0-9a-f]{32}", i) for i in ids)
 
 
-@pytest.mark.parametrize("rate", [8000, 16000, 24000, 48000])
+@pytest.mark.parametrize("rate", [8000, 16000, 24000, 44100, 48000])
 def test_supported_rates_are_negotiated_both_ways(rate: int) -> None:
     meaning = BrowserTranslator().inbound(json.dumps({"type": "start", "sampleRate": rate}))
     assert isinstance(meaning, list) and isinstance(meaning[0], StartCall)
@@ -137,7 +137,7 @@ def test_supported_rates_are_negotiated_both_ways(rate: int) -> None:
     assert meaning[0].media == CallMedia(inbound=fmt, outbound=fmt, marks=True, frame_ms=20)
 
 
-@pytest.mark.parametrize("rate", [44100, 22050, 0, 96000])
+@pytest.mark.parametrize("rate", [22050, 0, 96000])
 def test_unsupported_rate_is_refused_with_an_error(rate: int) -> None:
     with pytest.raises(StreamRefusedError) as refused:
         BrowserTranslator().inbound(start_frame(sampleRate=rate))
@@ -664,10 +664,10 @@ async def test_bad_messages_are_answered_with_error_and_the_call_goes_on() -> No
 async def test_unsupported_rate_is_answered_with_error_then_refused() -> None:
     calls = Calls()
     async with serving(calls) as url, connect(url) as ws:
-        await ws.send(json.dumps({"type": "start", "sampleRate": 44100}))
+        await ws.send(json.dumps({"type": "start", "sampleRate": 22050}))
         assert json.loads(await asyncio.wait_for(ws.recv(), 3.0)) == {
             "type": "error",
-            "message": "sampleRate 44100 is not one of 8000, 16000, 24000, 48000",
+            "message": "sampleRate 22050 is not one of 8000, 16000, 24000, 44100, 48000",
         }
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 3.0)
