@@ -10,11 +10,13 @@ provider's messages. API::
         await call.dtmf("12#")
     result = call.result()                     # DialResult: audio, turns, latencies, ...
 
-`dial(far_end, url, *, open_timeout=10.0)` connects with `far_end.headers()`, sends
-`far_end.opening()`, waits for `Ready` when `far_end.waits_for_ready`, and yields a
-`DialSession`. Leaving the block hangs up if the call is still up and closes the socket; an
-invalid message from the server (the far end's `receive` raised) ends the call and is raised
-there as `DialError`. A refused or unreachable server raises `DialError` on entry.
+`dial(far_end, url, *, open_timeout=10.0, record=True)` connects with `far_end.headers()`,
+sends `far_end.opening()`, waits for `Ready` when `far_end.waits_for_ready`, and yields a
+`DialSession`; with `record=False` it keeps no audio and no received frames, only the turns
+and counts (a load test's thousands of calls). Leaving the block hangs up if the call is still
+up and closes the socket; an invalid message from the server (the far end's `receive` raised)
+ends the call and is raised there as `DialError`. A refused or unreachable server raises
+`DialError` on entry.
 
 `DialSession`:
 
@@ -187,9 +189,11 @@ class _Track:
 class DialSession:
     """One call placed by `dial`; see the module docstring."""
 
-    def __init__(self, far_end: FarEnd, ws: ClientConnection) -> None:
+    def __init__(self, far_end: FarEnd, ws: ClientConnection, *, record: bool = True) -> None:
         self._far = far_end
         self._ws = ws
+        self._record = record
+        self._received_count = 0
         self._loop = asyncio.get_running_loop()
         self.started_at = self._loop.time()
         """Loop time of the call's time 0 (the socket opened)."""
@@ -242,6 +246,12 @@ class DialSession:
     def now(self) -> float:
         """Seconds since the call's time 0."""
         return self._loop.time() - self.started_at
+
+    @property
+    def agent_audio_until(self) -> float:
+        """Where the agent audio received so far ends playing, in seconds on the call's
+        timeline (past `now` while the agent is heard talking)."""
+        return self._play_end - self.started_at
 
     async def wait_ended(self) -> str:
         """The end reason, once the call is over."""
@@ -312,7 +322,7 @@ class DialSession:
         """Hang up as the provider does when the caller does: its messages, then close."""
         if self.ended or self._end_reason is not None:
             return
-        self._end_reason = "caller hung up"
+        self._end_reason = HUNG_UP
         await self._stop_sender()
         for frame in self._far.hangup():
             await self._send(frame)
@@ -336,7 +346,7 @@ class DialSession:
             turns=[*self._turns, *(Turn(start, end, None) for start, end in self._awaiting)],
             dtmf=list(self._dtmf),
             end_reason=self._end_reason or "in progress",
-            received_count=len(self.received),
+            received_count=self._received_count,
         )
 
     # --- sending --------------------------------------------------------------------------
@@ -381,7 +391,8 @@ class DialSession:
                 self._sent += 1
             else:
                 data = self._silence
-            self._caller.add(first + (n - 1) * self._frame_s, data)
+            if self._record:
+                self._caller.add(first + (n - 1) * self._frame_s, data)
             await self._send(self._far.audio(data))
             while self._waiters and self._waiters[0][0] <= self._sent:
                 _, done = self._waiters.popleft()
@@ -416,7 +427,9 @@ class DialSession:
         try:
             async for frame in self._ws:
                 now = self._loop.time()
-                self.received.append((now - self.started_at, frame))
+                self._received_count += 1
+                if self._record:
+                    self.received.append((now - self.started_at, frame))
                 try:
                     reactions = self._far.receive(frame)
                 except Exception as exc:
@@ -442,7 +455,8 @@ class DialSession:
             case Play(data=data):
                 self._answer_turns(now)
                 start = max(now, self._play_end)
-                self._agent.add(start - self.started_at, data)
+                if self._record:
+                    self._agent.add(start - self.started_at, data)
                 self._play_end = start + self._far.audio_format.duration(data)
             case PlayMarker(token=token):
                 if self._play_end <= now:
@@ -525,7 +539,7 @@ class DialSession:
 
 @contextlib.asynccontextmanager
 async def dial(
-    far_end: FarEnd, url: str, *, open_timeout: float = 10.0
+    far_end: FarEnd, url: str, *, open_timeout: float = 10.0, record: bool = True
 ) -> AsyncIterator[DialSession]:
     """Call the server at `url` as `far_end`'s provider; see the module docstring."""
     try:
@@ -541,7 +555,7 @@ async def dial(
         raise DialError(f"{url} refused the call: HTTP {status}", status=status) from exc
     except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
         raise DialError(f"cannot reach {url}: {exc or type(exc).__name__}") from exc
-    session = DialSession(far_end, ws)
+    session = DialSession(far_end, ws, record=record)
     try:
         await session._open(open_timeout)
         yield session
@@ -551,6 +565,7 @@ async def dial(
 
 Step = Callable[[DialSession], Awaitable[object]]
 DROPPED = "caller dropped the line"
+HUNG_UP = "caller hung up"
 
 
 def call_script(
