@@ -30,6 +30,8 @@ DEBS += $(if $(shell command -v espeak-ng),,espeak-ng) $(if $(shell command -v f
 DEBS += $(if $(shell command -v redis-server),,redis-server)
 # chromium + chromium-driver: the softphone test places a call from a real headless browser.
 DEBS += $(if $(wildcard /usr/bin/chromium),,chromium) $(if $(wildcard /usr/bin/chromedriver),,chromium-driver)
+# docker-compose: the tests validate deploy/docker-compose.yml with `docker-compose config`.
+DEBS += $(if $(shell command -v docker-compose),,docker-compose)
 
 SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 

@@ -25,16 +25,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opusagent import __version__
 from opusagent.agent.fsa.catalog import AgentCatalog
+from opusagent.agent.llm.endpoint import llm_from_settings
 from opusagent.agent.nlu.embeddings import MiniLMEmbedder
 from opusagent.bridges.twilio_rest import TwilioRest, rest_from_settings
 from opusagent.config import Settings
+from opusagent.drain import REFUSAL_MESSAGE, RETRY_AFTER_S, DrainGate, drain
 from opusagent.readiness import Loader, Readiness
 from opusagent.serving import CallMaker, mount_bridges
 from opusagent.sessions import store_from_settings
 from opusagent.sessions.calls import RecordsHolder
 from opusagent.sessions.links import links_from_settings
 from opusagent.sessions.records_api import mount_call_records
+from opusagent.telemetry import Metrics, Telemetry, telemetry_from_settings
+from opusagent.telemetry.metrics import ErrorCounter, LoopLagMonitor, mount_metrics
 from opusagent.voice.stack import VoiceStack
+from opusagent.web import mount_web
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +51,7 @@ def create_app(
     *,
     bridges: bool = True,
     twilio: TwilioRest | None = None,
+    telemetry: Telemetry | None = None,
 ) -> FastAPI:
     """A new application for `settings`, serving every bridge.
 
@@ -54,29 +60,42 @@ def create_app(
     served; by default those of `settings.agents` (a broken agent file stops start-up with a
     message naming the file and line). `bridges=False` serves no calls (tests mount a bridge of
     their own with fake stages). `twilio` is the Twilio account's REST client; by default the
-    one `settings.bridges` configures, if any.
+    one `settings.bridges` configures, if any. `telemetry` holds the metrics (`/metrics`) and
+    the tracer; by default new ones, exporting traces as `settings.telemetry` says.
     """
     readiness = Readiness()
     voice = VoiceStack(settings)
+    telemetry = telemetry or telemetry_from_settings(settings)
+    metrics = telemetry.metrics
+    metrics.draining.set_function(lambda: float(readiness.draining))
     catalog = None
+    llm = None
     twilio = twilio or rest_from_settings(settings.bridges)
     if bridges:
+        llm = llm_from_settings(settings) if agents is None else None
         catalog = agents or AgentCatalog.load(
             settings.agents,
             default=settings.default_agent,
             twilio=twilio,
             sms_from=settings.bridges.twilio_from_number,
+            proposer=llm.proposer if llm is not None else None,
+            phraser=llm.phraser if llm is not None else None,
         )
     store = store_from_settings(settings)
     links = links_from_settings(settings)
     records = RecordsHolder(settings.database_url)
     if loaders is None:
-        loaders = dict(voice.loaders())
+        loaders = {}
+        if settings.backend == "pipeline":  # a speech-to-speech model listens and speaks itself
+            loaders = dict(voice.loaders())
+            loaders["vad"] = functools.partial(_load_vad, voice, metrics)
         if catalog is not None and settings.nlu_embeddings:
             loaders["nlu"] = functools.partial(_load_embeddings, catalog)
         loaders["records"] = records.open
     calls = (
-        CallMaker(settings, voice, catalog, store, records, links) if catalog is not None else None
+        CallMaker(settings, voice, catalog, store, records, links, telemetry)
+        if catalog is not None
+        else None
     )
     for name, loader in loaders.items():
         readiness.register(name, loader)
@@ -84,9 +103,15 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         readiness.start()
+        loop_lag = LoopLagMonitor(metrics)
+        loop_lag.start()
+        errors = ErrorCounter(metrics)
+        logging.getLogger().addHandler(errors)
         try:
             yield
         finally:
+            logging.getLogger().removeHandler(errors)
+            await loop_lag.aclose()
             await readiness.stop()
             if calls is not None:
                 await calls.aclose()
@@ -94,6 +119,9 @@ def create_app(
             await links.aclose()
             await records.aclose()
             await voice.aclose()
+            if llm is not None:
+                await llm.aclose()
+            telemetry.shutdown()
 
     app = FastAPI(title="OpusAgent", version=__version__, lifespan=lifespan)
     app.state.settings = settings
@@ -102,6 +130,8 @@ def create_app(
     app.state.sessions = store
     app.state.links = links
     app.state.records = records
+    app.state.telemetry = telemetry
+    app.state.drain = functools.partial(drain, readiness, calls, settings.drain_timeout_s)
     if catalog is not None and calls is not None:
         app.state.agents = catalog
         mount_bridges(app, settings, calls, twilio)
@@ -111,10 +141,14 @@ def create_app(
             api_key=settings.bridges.api_key,
             recordings_dir=settings.recordings_dir,
         )
+        app.state.live_calls = calls.live
+        mount_web(app, catalog, calls.live, api_key=settings.bridges.api_key)
 
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(DrainGate, readiness=readiness, refusal=_draining_refusal())
     app.add_middleware(UnhandledErrorMiddleware)
+    mount_metrics(app, metrics)
 
     @app.get("/health", summary="Liveness: the process is up and serving")
     async def health() -> dict[str, str]:
@@ -133,6 +167,21 @@ def create_app(
         )
 
     return app
+
+
+async def _load_vad(voice: VoiceStack, metrics: Metrics) -> None:
+    await voice.load_vad()
+    if voice.vad is not None:
+        voice.vad.on_batch = metrics.vad_batch
+
+
+def _draining_refusal() -> JSONResponse:
+    return error_response(
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        "draining",
+        REFUSAL_MESSAGE,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 async def _load_embeddings(catalog: AgentCatalog) -> None:

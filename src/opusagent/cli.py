@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -32,7 +31,11 @@ from opusagent.config import (
     settings_table,
 )
 from opusagent.dial_cli import dial_command
+from opusagent.drain import DrainingServer
+from opusagent.loadtest.cli import loadtest_command
 from opusagent.sessions.records_cli import calls_app
+from opusagent.simulate.cli import simulate_command
+from opusagent.telemetry.logging import setup_logging
 from opusagent.voice.engines import EngineChoiceError, build_stt, build_tts
 from opusagent.voice.offline import (
     Segment,
@@ -54,6 +57,9 @@ from opusagent.voice.workers import ModelWorkers
 
 T = TypeVar("T")
 
+SHUTDOWN_GRACE_S = 10
+"""After the drain, how long closing connections may take before their tasks are cancelled."""
+
 app = typer.Typer(
     name="opusagent",
     help=(
@@ -67,6 +73,8 @@ app = typer.Typer(
 app.add_typer(agent_app, name="agent")
 app.add_typer(calls_app, name="calls")
 app.command("dial")(dial_command)
+app.command("loadtest")(loadtest_command)
+app.command("simulate")(simulate_command)
 
 
 @app.command()
@@ -80,26 +88,28 @@ def serve(
     config: ConfigFileOption = None,
     log_level: Annotated[LogLevel | None, typer.Option(help="Lowest level of log printed.")] = None,
 ) -> None:
-    """Start the server and run until interrupted (Ctrl+C or SIGTERM).
+    """Start the server and run until interrupted (Ctrl+C, or SIGTERM, which drains first).
 
-    Options given here override the config file and the environment.
+    On SIGTERM the server stops taking calls and waits up to drain_timeout_s for live calls
+    to end before it exits. Options given here override the config file and the environment.
     """
     overrides = {"host": host, "port": port, "log_level": log_level}
     settings = _load(config, {key: value for key, value in overrides.items() if value is not None})
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)-9s %(name)s: %(message)s"
-    )
+    setup_logging(settings)
     try:
         served = create_app(settings)
-    except (AgentFileError, UnknownAgentError) as exc:
+    except (AgentFileError, UnknownAgentError, ConfigError) as exc:
         _fail(f"cannot serve the agents: {exc}")
-    uvicorn.run(
+    server_config = uvicorn.Config(
         served,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's lines go through the server's own handler
         lifespan="on",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
+    DrainingServer(server_config, served.state.drain).run()
 
 
 @app.command()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
@@ -28,6 +28,9 @@ LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 Environment = Literal["development", "production"]
 SttEngine = Literal["pocketsphinx", "whisper"]
 TtsEngine = Literal["piper", "flite", "espeak"]
+LlmProvider = Literal["openai", "azure", "anthropic"]
+LogFormat = Literal["auto", "json", "console"]
+Backend = Literal["pipeline", "realtime"]
 
 
 class BridgeSettings(BaseModel):
@@ -73,6 +76,59 @@ class BridgeSettings(BaseModel):
         None,
         description="Bearer token expected in the 'Authorization' header a Vonage NCCO sets on "
         "the websocket endpoint; unset accepts any.",
+    )
+
+
+class TelemetrySettings(BaseModel):
+    """Logs, metrics and traces."""
+
+    model_config = {"extra": "forbid", "frozen": True}
+
+    log_format: LogFormat = Field(
+        "auto",
+        description="json: one JSON object per line (for log collectors); console: readable "
+        "lines; auto: console in development, json in production.",
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="Base URL of an OpenTelemetry collector's OTLP/HTTP receiver (e.g. "
+        "http://otel-collector:4318); traces go to its /v1/traces. Unset: no export (trace ids "
+        "are still logged).",
+    )
+    service_name: str = Field("opusagent", description="The service.name traces are sent under.")
+    redact_slot_types: list[str] = Field(
+        default_factory=lambda: ["phone", "email", "name", "date"],
+        description="Slot types whose values are written as *** in logs (slots marked "
+        "sensitive always are).",
+    )
+
+    @field_validator("redact_slot_types")
+    @classmethod
+    def _known_slot_types(cls, value: list[str]) -> list[str]:
+        from opusagent.agent.nlu.slots import SlotKind  # lazily: it loads the NLU
+
+        known = get_args(SlotKind)
+        unknown = [kind for kind in value if kind not in known]
+        if unknown:
+            raise ValueError(f"unknown slot types {unknown}; known: {', '.join(known)}")
+        return value
+
+
+class RealtimeSettings(BaseModel):
+    """A speech-to-speech model over the OpenAI Realtime protocol (backend realtime)."""
+
+    model_config = {"extra": "forbid", "frozen": True}
+
+    url: str = Field(
+        "wss://api.openai.com/v1/realtime",
+        description="Realtime WebSocket URL, without the model (which is added as ?model=).",
+    )
+    api_key: str | None = Field(None, description="API key, sent as 'Authorization: Bearer …'.")
+    model: str = Field("gpt-realtime", description="The speech-to-speech model.")
+    voice: str = Field("alloy", description="The model's voice.")
+    transcription_model: str = Field(
+        "gpt-4o-transcribe",
+        description="Model transcribing the caller (its transcript is the controller's turn).",
     )
 
 
@@ -155,9 +211,61 @@ class Settings(BaseSettings):
     recordings_dir: Path | None = Field(
         None, description="Where call recordings (stereo WAV) are written; unset: none."
     )
+    drain_timeout_s: float = Field(
+        120.0,
+        ge=0,
+        description="On SIGTERM the server stops taking calls (/ready fails) and lets live "
+        "calls finish for up to this long; calls still going then are dropped resumable "
+        "(their sessions stay in the store) as the server exits.",
+    )
+    telemetry: TelemetrySettings = Field(
+        default_factory=TelemetrySettings,
+        description="Logs, metrics and traces.",
+    )
+    llm_base_url: str | None = Field(
+        None,
+        description="Chat LLM endpoint (OpenAI-compatible, e.g. https://api.openai.com/v1 or a "
+        "local vLLM/llama.cpp/Ollama /v1 URL; the resource endpoint for Azure); unset: no LLM, "
+        "agents run on their rules alone.",
+    )
+    llm_api_key: str | None = Field(None, description="API key of the LLM endpoint.")
+    llm_provider: LlmProvider = Field(
+        "openai",
+        description="How to talk to llm_base_url: openai (any OpenAI-compatible server), azure "
+        "(Azure OpenAI) or anthropic (the anthropic extra).",
+    )
+    llm_model: str | None = Field(
+        None,
+        description="The endpoint's model (Azure: deployment) an agent file's `model: default` "
+        "means; required with llm_base_url.",
+    )
+    llm_models: dict[str, str] = Field(
+        default_factory=dict,
+        description='Other model names of agent files mapped to the endpoint\'s, e.g. {"fast": '
+        '"gpt-4o-mini", "smart": "gpt-4o"}; unmapped names are sent as they are.',
+    )
+    llm_api_version: str | None = Field(
+        None, description="Azure OpenAI API version (llm_provider azure), e.g. 2024-10-21."
+    )
+    llm_max_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Retries of an LLM request answered 429 or 5xx, with exponential backoff "
+        "(within the agent file's timeout_s).",
+    )
     bridges: BridgeSettings = Field(
         default_factory=BridgeSettings,
         description="Telephony providers: public URL, API key and per-provider credentials.",
+    )
+    backend: Backend = Field(
+        "pipeline",
+        description="How calls are voiced: pipeline (VAD, STT, the agent, TTS; offline) or "
+        "realtime (a speech-to-speech model, see realtime; the agent's rules still decide).",
+    )
+    realtime: RealtimeSettings = Field(
+        default_factory=RealtimeSettings,
+        description="The speech-to-speech model calls use with backend realtime.",
     )
 
 

@@ -27,7 +27,7 @@ from opusagent.bridges.acs import mount_acs
 from opusagent.bridges.audiocodes import mount_audiocodes
 from opusagent.bridges.browser import mount_browser
 from opusagent.bridges.chat import mount_chat
-from opusagent.bridges.session import CallFactory
+from opusagent.bridges.session import TRY_AGAIN_LATER, CallFactory, StreamRefusedError
 from opusagent.bridges.telnyx import mount_telnyx
 from opusagent.bridges.twilio_calls import mount_twilio_calls
 from opusagent.bridges.twilio_media import mount_twilio_media
@@ -39,10 +39,13 @@ from opusagent.call.call import Call, SendOutput, Stages
 from opusagent.call.events import CallMedia
 from opusagent.call.stages import Agent
 from opusagent.config import Settings
+from opusagent.realtime.call import RealtimeCall, realtime_options
 from opusagent.sessions.calls import CallSession, RecordsGetter, parse_format
 from opusagent.sessions.links import Links
+from opusagent.sessions.live import LiveCall, LiveCalls
 from opusagent.sessions.store import SessionStore
 from opusagent.sessions.text import TextConversations
+from opusagent.telemetry import CallWatch, Telemetry
 from opusagent.voice.stack import VoiceStack
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,10 @@ CALLER_PARAMETERS = ("From", "caller", "from")
 
 class NotReadyError(RuntimeError):
     """A call arrived before the speech models finished loading (see `/ready`)."""
+
+
+class CallRefusedError(StreamRefusedError):
+    """A call arrived while the server drains (see `opusagent.drain`)."""
 
 
 def call_context(call_id: str, params: Mapping[str, str]) -> dict[str, Any]:
@@ -78,8 +85,13 @@ class CallMaker:
         store: SessionStore,
         records: RecordsGetter,
         links: Links,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._settings = settings
+        self._telemetry = telemetry
+        self._taking_calls = True
+        self.live = LiveCalls()
+        """The calls in progress, listed from when they are made until they are recorded."""
         self.links = links
         self._voice = voice
         self._agents = agents
@@ -104,12 +116,73 @@ class CallMaker:
         media: CallMedia,
         send: SendOutput,
         params: Mapping[str, str],
-    ) -> Call:
+    ) -> Call | RealtimeCall:
         voice = self._voice
+        if not self._taking_calls:
+            self._refused(bridge, "draining")
+            raise CallRefusedError(
+                f"call {call_id} refused: this server is stopping; call again",
+                code=TRY_AGAIN_LATER,
+            )
+        if self._settings.backend == "realtime":
+            return self._realtime(bridge, call_id, media, send, params)
         if voice.vad is None or voice.stt is None or voice.tts is None:
+            self._refused(bridge, "not_ready")
             raise NotReadyError(
                 f"call {call_id} refused: the speech models are still loading (see /ready)"
             )
+        session, agent = self._conversation(bridge, call_id, media, params)
+        recorder = self._recorder(call_id, voice.stt.input_format.sample_rate)
+        session.recording = recorder.path.name if recorder is not None else None
+        live = LiveCall(call_id, bridge=bridge, agent=agent.controller.spec.name)
+        watch = self._watch(call_id, bridge, agent)
+        stages = Stages(voice.vad, voice.stt, agent, voice.tts)
+        if watch is not None:
+            stages = Stages(
+                voice.vad, voice.stt, watch.wrap_agent(agent), watch.wrap_tts(voice.tts)
+            )
+            send = watch.wrap_send(send)
+        call = Call(
+            call_id,
+            media,
+            stages,
+            live.watching(send),
+            policy=self._settings.turn,
+            recorder=recorder,
+        )
+        if watch is not None:
+            # Only now: the call's first stage tasks (e.g. the VAD's) must not inherit it.
+            watch.enter()
+        self._track(call, agent, session, live, watch)
+        return call
+
+    def _realtime(
+        self,
+        bridge: str,
+        call_id: str,
+        media: CallMedia,
+        send: SendOutput,
+        params: Mapping[str, str],
+    ) -> RealtimeCall:
+        """A call voiced by the speech-to-speech model (backend realtime); the agent decides."""
+        session, agent = self._conversation(bridge, call_id, media, params)
+        live = LiveCall(call_id, bridge=bridge, agent=agent.controller.spec.name)
+        watch = self._watch(call_id, bridge, agent)
+        if watch is not None:
+            send = watch.wrap_send(send)
+        options = realtime_options(self._settings.realtime)
+        call = RealtimeCall(
+            call_id, media, agent, live.watching(send), options, policy=self._settings.turn
+        )
+        if watch is not None:
+            watch.enter()
+        self._track(call, agent, session, live, watch)
+        return call
+
+    def _conversation(
+        self, bridge: str, call_id: str, media: CallMedia, params: Mapping[str, str]
+    ) -> tuple[CallSession, FsaAgent]:
+        """The call's session and its agent (`UnknownAgentError` names the agents)."""
         entry = self._agents.entry(params.get(AGENT_PARAMETER))
         session = CallSession(
             call_id,
@@ -128,20 +201,23 @@ class CallMaker:
             links=self.links,
             sessions=self.store,
         )
-        recorder = self._recorder(call_id, voice.stt.input_format.sample_rate)
-        session.recording = recorder.path.name if recorder is not None else None
-        call = Call(
-            call_id,
-            media,
-            Stages(voice.vad, voice.stt, agent, voice.tts),
-            send,
-            policy=self._settings.turn,
-            recorder=recorder,
+        return session, agent
+
+    def _track(
+        self,
+        call: Call | RealtimeCall,
+        agent: FsaAgent,
+        session: CallSession,
+        live: LiveCall,
+        watch: CallWatch | None,
+    ) -> None:
+        """List the call as live until it has ended and its session and record are stored."""
+        self.live.add(live)
+        ending = asyncio.get_running_loop().create_task(
+            self._finish(call, agent, session, live, watch)
         )
-        ending = asyncio.get_running_loop().create_task(self._finish(call, agent, session))
         self._endings.add(ending)
         ending.add_done_callback(self._endings.discard)
-        return call
 
     def _recorder(self, call_id: str, rate: int) -> StereoRecorder | None:
         """A stereo WAV (caller left, agent right) in `recordings_dir`, one per connection."""
@@ -171,12 +247,52 @@ class CallMaker:
             return None
         return parse_format(record.media.get("inbound", ""))
 
-    async def _finish(self, call: Call, agent: FsaAgent, session: CallSession) -> None:
+    def _watch(self, call_id: str, bridge: str, agent: FsaAgent) -> CallWatch | None:
+        """The call's telemetry; the values of its private slots are kept out of the logs."""
+        if self._telemetry is None:
+            return None
+        redacted = set(self._settings.telemetry.redact_slot_types)
+        slots = agent.controller.spec.slots
+        private = [n for n, s in slots.items() if s.sensitive or s.type in redacted]
+        return self._telemetry.watch(
+            call_id,
+            bridge=bridge,
+            agent=agent.controller.spec.name,
+            private=lambda: [agent.state.slots.get(name) for name in private],
+        )
+
+    def _refused(self, bridge: str, reason: str) -> None:
+        if self._telemetry is not None:
+            self._telemetry.refused(bridge, reason)
+
+    def stop_taking_calls(self) -> None:
+        """Refuse every new call from now on (the server drains)."""
+        self._taking_calls = False
+
+    async def wait_idle(self, within: float) -> int:
+        """Wait until every call has ended and been stored, or `within` seconds; returns how
+        many calls are still live."""
+        if self._endings:
+            await asyncio.wait(self._endings, timeout=within)
+        return len(self._endings)
+
+    async def _finish(
+        self,
+        call: Call | RealtimeCall,
+        agent: FsaAgent,
+        session: CallSession,
+        live: LiveCall,
+        watch: CallWatch | None,
+    ) -> None:
         await call.wait_closed()
+        if watch is not None:
+            watch.finish(call.end_reason or "closed")
         try:
             await session.finish(call, agent.state)
         except Exception:
             log.exception("call %s: its session or record could not be stored", call.call_id)
+        finally:
+            self.live.remove(live)
 
     async def aclose(self) -> None:
         """Wait for ending calls to store their sessions and records."""

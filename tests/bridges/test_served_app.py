@@ -30,9 +30,10 @@ Speak = Callable[[str], tuple[npt.NDArray[np.int16], int]]
 POLICY = TurnPolicy(end_of_turn_silence_ms=200, no_input_timeout_ms=0)
 
 
-def served_app(utterances: list[Utterance]) -> FastAPI:
-    """The real app and agents, with instant fake speech stages in place of the models."""
-    app = create_app(Settings(turn=POLICY), loaders={})
+def served_app(utterances: list[Utterance], **settings: Any) -> FastAPI:
+    """The real app and agents, with instant fake speech stages in place of the models
+    (`settings`: more `Settings` fields)."""
+    app = create_app(Settings(turn=POLICY, **settings), loaders={})
     voice = app.state.voice
     voice.vad, voice.stt = FakeVAD(), ScriptedSTT(utterances)
     voice.tts = FakeTTS(seconds_per_word=0.01, chunk_s=0.2)

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from opusagent.call.call import Call, SendOutput
+from opusagent.call.call import SendOutput
 from opusagent.call.events import CONNECTION_LOST, CallerHungUp, CallEvent, CallMedia, CallOutput
 from opusagent.call.stages import Agent
 
@@ -31,6 +31,25 @@ UNSUPPORTED_DATA = 1003
 """WebSocket close code for a stream whose data we cannot take (RFC 6455 §7.4.1)."""
 INTERNAL_ERROR = 1011
 """WebSocket close code for a server that cannot go on (RFC 6455 §7.4.1)."""
+TRY_AGAIN_LATER = 1013
+"""WebSocket close code for a server that cannot take the stream now (IANA WebSocket Close
+Code Number Registry)."""
+
+
+class BridgedCall(Protocol):
+    """What a connection drives: the pipeline `Call`, or a speech-to-speech `RealtimeCall`."""
+
+    @property
+    def call_id(self) -> str: ...
+
+    @property
+    def end_reason(self) -> str | None: ...
+
+    async def start(self) -> None: ...
+
+    def handle(self, event: CallEvent) -> None: ...
+
+    async def wait_closed(self) -> str: ...
 
 
 class CallFactory(Protocol):
@@ -42,7 +61,7 @@ class CallFactory(Protocol):
 
     def __call__(
         self, call_id: str, media: CallMedia, send: SendOutput, params: Mapping[str, str]
-    ) -> Call: ...
+    ) -> BridgedCall: ...
 
 
 class AgentFactory(Protocol):
@@ -73,11 +92,14 @@ class InvalidMessageError(ValueError):
 
 class StreamRefusedError(Exception):
     """The stream cannot be served (e.g. an audio format we do not speak); the socket closes,
-    after `reply` (the protocol's own refusal message) when there is one."""
+    after `reply` (the protocol's own refusal message) when there is one, with close `code`."""
 
-    def __init__(self, message: str, *, reply: Frame | None = None) -> None:
+    def __init__(
+        self, message: str, *, reply: Frame | None = None, code: int = UNSUPPORTED_DATA
+    ) -> None:
         super().__init__(message)
         self.reply = reply
+        self.code = code
 
 
 Frame = str | bytes
@@ -136,7 +158,7 @@ class _Session:
         self._ws = websocket
         self._translator = translator
         self._calls = calls
-        self._call: Call | None = None
+        self._call: BridgedCall | None = None
         self._closing = False
         self._watcher: asyncio.Task[None] | None = None
         self._acts: set[asyncio.Task[None]] = set()
@@ -194,7 +216,7 @@ class _Session:
         log.error("%s: refusing the stream: %s", self._ws.url.path, exc)
         if exc.reply is not None:
             await self._write(exc.reply)
-        await self._close(code=UNSUPPORTED_DATA, reason=str(exc))
+        await self._close(code=exc.code, reason=str(exc))
 
     async def _on_inbound(self, meaning: Inbound) -> bool:
         if isinstance(meaning, Await):
@@ -209,6 +231,9 @@ class _Session:
         elif isinstance(meaning, StartCall):
             try:
                 await self._start(meaning)
+            except StreamRefusedError as exc:
+                await self._refuse(exc)
+                return False
             except Exception as exc:
                 log.exception("call %s: could not be started", meaning.call_id)
                 reason = f"call could not be started: {exc}"
@@ -232,7 +257,7 @@ class _Session:
         await call.start()
         self._watcher = asyncio.create_task(self._close_when_ended(call))
 
-    async def _close_when_ended(self, call: Call) -> None:
+    async def _close_when_ended(self, call: BridgedCall) -> None:
         reason = await call.wait_closed()
         await self._close(reason=f"call ended: {reason}")
 

@@ -11,12 +11,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from opusagent.agent.fsa.controller import Outcome
 from opusagent.agent.fsa.state import AgentState
 from opusagent.audio.formats import AudioFormat, Encoding
-from opusagent.call.call import Call
+from opusagent.audio.quality import QualityFigures
+from opusagent.call.call import TurnRecord
 from opusagent.call.events import CONNECTION_LOST, CallMedia
 from opusagent.sessions.records import CallRecordIn, CallRecords, TranscriptLine
 from opusagent.sessions.store import SessionRecord, SessionStore
@@ -26,6 +27,21 @@ log = logging.getLogger(__name__)
 
 RecordsGetter = Callable[[], CallRecords | None]
 """The call records, once the database is open (None: records are not kept)."""
+
+
+class RecordedCall(Protocol):
+    """What a call's record takes from the call (the pipeline `Call` or a `RealtimeCall`)."""
+
+    @property
+    def call_id(self) -> str: ...
+
+    @property
+    def end_reason(self) -> str | None: ...
+
+    @property
+    def turns(self) -> tuple[TurnRecord, ...]: ...
+
+    def quality(self) -> QualityFigures: ...
 
 
 def media_of(media: CallMedia) -> dict[str, str]:
@@ -93,7 +109,7 @@ class CallSession:
         """A turn was decided: write the state behind the call's back, in order."""
         self._writer.put(self._record(state, ended=state.ended))
 
-    async def finish(self, call: Call, state: AgentState) -> None:
+    async def finish(self, call: RecordedCall, state: AgentState) -> None:
         """The call is over (or its connection was lost): flush, then store its record."""
         dropped = call.end_reason == CONNECTION_LOST
         self._writer.put(self._record(state, ended=not dropped))
@@ -127,7 +143,7 @@ class CallSession:
 
 
 def call_record(
-    call: Call, state: AgentState, *, agent: str, bridge: str, started_at: datetime
+    call: RecordedCall, state: AgentState, *, agent: str, bridge: str, started_at: datetime
 ) -> CallRecordIn:
     """What is kept of a call once it is over: the conversation across every connection it had
     (the agent state's history), the path, the audit, and this connection's figures."""
