@@ -75,7 +75,7 @@ $(SYNCED): pyproject.toml uv.lock | debs
 	touch $@
 
 # The loopback OpenAI-compatible server the LLM tests use (its own venv; built once, then cached).
-llm-server: | debs
+llm-server: $(SYNCED)
 	scripts/llm-server-env
 
 debs:
