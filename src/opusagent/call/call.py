@@ -132,7 +132,41 @@ class _ReplyEnd:
 _Item = _Frame | _MarkPoint | _ActionItem | _ReplyEnd
 
 
-class Call:
+class CallProgress:
+    """What every conductor of a call (this `Call`, the speech-to-speech `RealtimeCall`) shows
+    of the call so far: generation, history, turns, end and audio quality."""
+
+    _generation: int
+    _history: list[HistoryEntry]
+    _turn_records: list[TurnRecord]
+    _end_reason: str | None
+    _quality: QualityMeter
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def history(self) -> tuple[HistoryEntry, ...]:
+        return tuple(self._history)
+
+    @property
+    def turns(self) -> tuple[TurnRecord, ...]:
+        return tuple(self._turn_records)
+
+    @property
+    def ended(self) -> bool:
+        return self._end_reason is not None
+
+    @property
+    def end_reason(self) -> str | None:
+        return self._end_reason
+
+    def quality(self) -> QualityFigures:
+        return self._quality.figures()
+
+
+class Call(CallProgress):
     """Conducts one phone call from its bridge's events to its bridge's outputs."""
 
     def __init__(
@@ -211,31 +245,8 @@ class Call:
     # --- public surface ----------------------------------------------------------------
 
     @property
-    def generation(self) -> int:
-        return self._generation
-
-    @property
-    def history(self) -> tuple[HistoryEntry, ...]:
-        return tuple(self._history)
-
-    @property
-    def turns(self) -> tuple[TurnRecord, ...]:
-        return tuple(self._turn_records)
-
-    @property
-    def ended(self) -> bool:
-        return self._end_reason is not None
-
-    @property
-    def end_reason(self) -> str | None:
-        return self._end_reason
-
-    @property
     def agent_speaking(self) -> bool:
         return self._speaking is not None
-
-    def quality(self) -> QualityFigures:
-        return self._quality.figures()
 
     async def start(self) -> None:
         """Start listening and speaking; the agent is asked for its greeting."""

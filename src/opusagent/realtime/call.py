@@ -42,9 +42,9 @@ from opusagent.agent.fsa.audit import ToolRecord
 from opusagent.agent.tools.registry import ToolError
 from opusagent.audio.codecs import decode
 from opusagent.audio.formats import AudioFormat
-from opusagent.audio.quality import QualityFigures, QualityMeter
+from opusagent.audio.quality import QualityMeter
 from opusagent.audio.resample import AudioConverter
-from opusagent.call.call import SendOutput, TurnRecord
+from opusagent.call.call import CallProgress, SendOutput, TurnRecord
 from opusagent.call.events import (
     AgentAction,
     AgentStatus,
@@ -152,7 +152,7 @@ class _Reply:
     """The model has finished the reply (its audio may still be playing)."""
 
 
-class RealtimeCall:
+class RealtimeCall(CallProgress):
     """One phone call through a Realtime model; see the module docstring."""
 
     def __init__(
@@ -217,31 +217,8 @@ class RealtimeCall:
     # --- the surface bridges use (as the pipeline Call's) --------------------------------
 
     @property
-    def generation(self) -> int:
-        return self._generation
-
-    @property
-    def history(self) -> tuple[HistoryEntry, ...]:
-        return tuple(self._history)
-
-    @property
-    def turns(self) -> tuple[TurnRecord, ...]:
-        return tuple(self._turn_records)
-
-    @property
-    def ended(self) -> bool:
-        return self._end_reason is not None
-
-    @property
-    def end_reason(self) -> str | None:
-        return self._end_reason
-
-    @property
     def agent_speaking(self) -> bool:
         return self._playout.speaking
-
-    def quality(self) -> QualityFigures:
-        return self._quality.figures()
 
     async def start(self) -> None:
         """Connect to the model, configure the session, and greet."""
