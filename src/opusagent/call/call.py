@@ -134,13 +134,15 @@ _Item = _Frame | _MarkPoint | _ActionItem | _ReplyEnd
 
 class CallProgress:
     """What every conductor of a call (this `Call`, the speech-to-speech `RealtimeCall`) shows
-    of the call so far: generation, history, turns, end and audio quality."""
+    of the call so far (generation, history, turns, end, audio quality) and how it is waited for
+    and closed."""
 
     _generation: int
     _history: list[HistoryEntry]
     _turn_records: list[TurnRecord]
     _end_reason: str | None
     _quality: QualityMeter
+    _closed: asyncio.Event
 
     @property
     def generation(self) -> int:
@@ -164,6 +166,19 @@ class CallProgress:
 
     def quality(self) -> QualityFigures:
         return self._quality.figures()
+
+    async def wait_closed(self) -> str:
+        """Wait until the call has ended and released its stages; returns why it ended."""
+        await self._closed.wait()
+        return self._end_reason or "closed"
+
+    async def aclose(self, reason: str = "closed") -> None:
+        self._end(reason)
+        await self.wait_closed()
+
+    def _end(self, reason: str) -> None:
+        """End the call for `reason` (the first reason wins); `_closed` is set once released."""
+        raise NotImplementedError
 
 
 class Call(CallProgress):
@@ -274,15 +289,6 @@ class Call(CallProgress):
                 log.warning("call %s: provider error: %s", self.call_id, message)
                 if fatal:
                     self._end(f"provider_error: {message}")
-
-    async def wait_closed(self) -> str:
-        """Wait until the call has ended and released its stages; returns why it ended."""
-        await self._closed.wait()
-        return self._end_reason or "closed"
-
-    async def aclose(self, reason: str = "closed") -> None:
-        self._end(reason)
-        await self.wait_closed()
 
     # --- inbound -----------------------------------------------------------------------
 

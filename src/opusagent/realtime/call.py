@@ -252,14 +252,6 @@ class RealtimeCall(CallProgress):
                 if fatal:
                     self._end(f"provider_error: {message}")
 
-    async def wait_closed(self) -> str:
-        await self._closed.wait()
-        return self._end_reason or "closed"
-
-    async def aclose(self, reason: str = "closed") -> None:
-        self._end(reason)
-        await self.wait_closed()
-
     # --- caller audio and keys -----------------------------------------------------------
 
     def _on_caller_audio(self, data: bytes, fmt: AudioFormat) -> None:
