@@ -24,86 +24,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
-import shutil
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from machine import cpu_model
+from harness import (
+    CAPACITY_MARGIN_MS,
+    add_load_arguments,
+    added_ms,
+    call_counts,
+    capacity,
+    espeak_speech,
+    load_average,
+    load_test,
+    machine_line,
+    number,
+    write_json,
+)
+from opusagent.call.stages import Samples
 from opusagent.loadtest.bench_server import BenchOptions, bench_server_process, free_port
-from opusagent.loadtest.plan import LoadPlan
-from opusagent.loadtest.report import summarize
-from opusagent.loadtest.runner import LoadRun
-from opusagent.loadtest.speech import speech_from_wav
-
-SENTENCE = "I would like to check my balance please"
-"""No comma: espeak-ng pauses about 190 ms at one, and the VAD would end the turn there."""
-QUIET_S = 0.5
-"""Silence after which the answer is over and the caller speaks again."""
-IDLE_S = 3.0
-CAPACITY_MARGIN_MS = 100.0
-QUICK_CALLS = [1, 5, 20]
 
 
-def caller_speech() -> tuple[Any, int]:
-    if shutil.which("espeak-ng") is None:
-        sys.exit("bench/capacity.py needs espeak-ng (apt-get install espeak-ng)")
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "caller.wav"
-        subprocess.run(["espeak-ng", "-w", str(path), SENTENCE], check=True)
-        return speech_from_wav(path)
-
-
-def ramp_for(calls: int, args: argparse.Namespace) -> float:
-    """The ramp: as given, or the calls placed 25 a second (at least 1 s)."""
-    return args.ramp if args.ramp is not None else max(1.0, calls / 25)
-
-
-async def measure(calls: int, args: argparse.Namespace, speech: Any, rate: int) -> dict[str, Any]:
+async def measure(
+    calls: int, args: argparse.Namespace, speech: tuple[Samples, int]
+) -> dict[str, Any]:
     options = BenchOptions(silence_ms=args.silence_ms)
     with bench_server_process(options, port=free_port(), workers=args.workers) as server:
-        plan = LoadPlan(
-            bridge="twilio",
-            url=f"{server.url}/twilio/media",
-            calls=calls,
-            ramp_s=ramp_for(calls, args),
-            duration_s=args.duration,
-            speech=speech,
-            rate=rate,
-            quiet_s=QUIET_S,
-        )
-        result = await LoadRun(plan, server_pid=server.pid, idle_s=IDLE_S).run()
-    return summarize(result)
-
-
-def failed(summary: dict[str, Any]) -> bool:
-    turns = summary["turns"]
-    return summary["calls"]["success_rate"] < 1.0 or turns["missed"] > 0 or turns["early"] > 0
-
-
-def capacity(rows: dict[int, dict[str, Any]]) -> int | None:
-    """The largest N within +100 ms of the 1-call p95 with no failure (None without 1 call)."""
-    if 1 not in rows or rows[1]["latency_ms"]["p95"] is None:
-        return None
-    limit = rows[1]["latency_ms"]["p95"] + CAPACITY_MARGIN_MS
-    good = [
-        n
-        for n, s in rows.items()
-        if not failed(s) and s["latency_ms"]["p95"] is not None and s["latency_ms"]["p95"] <= limit
-    ]
-    return max(good, default=None)
-
-
-def _f(value: float | None, digits: int = 0) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+        return await load_test(server, calls, args, speech)
 
 
 def table(rows: dict[int, dict[str, Any]], silence_ms: int) -> Table:
@@ -126,65 +74,51 @@ def table(rows: dict[int, dict[str, Any]], silence_ms: int) -> Table:
         out.add_column(column, justify="right")
     for n, s in sorted(rows.items()):
         lat, gap, server = s["latency_ms"], s["outbound"]["gap_ms"], s["server"] or {}
-        added = [None if lat[p] is None else lat[p] - silence_ms for p in ("p50", "p95")]
         out.add_row(
             str(n),
             f"{s['calls']['succeeded']}/{s['calls']['placed']}",
             f"{s['turns']['answered']}/{s['turns']['count']}",
-            "/".join(_f(lat[p]) for p in ("p50", "p95", "p99")),
-            "/".join(_f(a) for a in added),
-            f"{_f(gap['p99'])}/{_f(gap['max'])}",
+            "/".join(number(lat[p]) for p in ("p50", "p95", "p99")),
+            "/".join(number(added_ms(s, p, silence_ms)) for p in ("p50", "p95")),
+            f"{number(gap['p99'])}/{number(gap['max'])}",
             str(s["outbound"]["underruns"]),
-            _f(server.get("cpu_s_per_call_minute"), 3),
-            _f(server.get("cpu_s_per_call_minute_above_idle"), 3),
-            _f(server.get("rss_per_call_mb"), 3),
-            _f(server.get("cpu_cores_mean"), 2),
+            number(server.get("cpu_s_per_call_minute"), 3),
+            number(server.get("cpu_s_per_call_minute_above_idle"), 3),
+            number(server.get("rss_per_call_mb"), 3),
+            number(server.get("cpu_cores_mean"), 2),
             "-" if server.get("cpu_wait_share") is None else f"{server['cpu_wait_share']:.0%}",
-            _f(s["load_tool"]["loop_lag_ms"]["p99"], 1),
+            number(s["load_tool"]["loop_lag_ms"]["p99"], 1),
         )
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--calls", default="1,50,200,500", help="comma-separated call counts (1 is the baseline)"
-    )
-    parser.add_argument("--quick", action="store_true", help=f"calls {QUICK_CALLS}, 15 s each")
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds each call lasts")
-    parser.add_argument("--ramp", type=float, default=None, help="seconds to place the calls")
-    parser.add_argument("--silence-ms", type=int, default=200, help="end-of-turn VAD silence")
+    add_load_arguments(parser)
     parser.add_argument("--workers", type=int, default=1, help="server processes (one per core)")
-    parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args()
-    counts = QUICK_CALLS if args.quick else [int(n) for n in args.calls.split(",")]
-    if args.quick:
-        args.duration = min(args.duration, 15.0)
+    counts = call_counts(args)
     console = Console(width=max(Console().width, 150))
     console.print(
-        f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-        f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}; "
-        f"server workers: {args.workers}; each call lasts {args.duration:g} s",
+        f"{machine_line()}; server workers: {args.workers}; each call lasts {args.duration:g} s",
         highlight=False,
     )
-    speech, rate = caller_speech()
+    speech = espeak_speech()
     rows: dict[int, dict[str, Any]] = {}
     for n in counts:
         console.print(f"{n} calls...", highlight=False)
-        rows[n] = asyncio.run(measure(n, args, speech, rate))
+        rows[n] = asyncio.run(measure(n, args, speech))
         console.print(table({n: rows[n]}, args.silence_ms))
     console.print(table(rows, args.silence_ms))
     best = capacity(rows)
     console.print(
-        f"Capacity: {best if best is not None else '-'} calls (largest N with p95 within "
+        f"Capacity: {number(best)} calls (largest N with p95 within "
         f"+{CAPACITY_MARGIN_MS:.0f} ms of the 1-call p95 and no failure). "
-        f"Load average now {', '.join(f'{x:.1f}' for x in os.getloadavg())}.",
+        f"Load average now {load_average()}.",
         highlight=False,
     )
     if args.json is not None:
-        for summary in rows.values():
-            summary.pop("latencies_ms")
-        args.json.write_text(json.dumps({"workers": args.workers, "rows": rows}, indent=2))
+        write_json(args.json, {"workers": args.workers, "rows": rows})
 
 
 if __name__ == "__main__":

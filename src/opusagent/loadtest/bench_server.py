@@ -50,6 +50,7 @@ from opusagent.testing import FakeTTS, ScriptedAgent
 HEARD = "hello"
 REPLY = "Okay, noted."
 SECONDS_PER_WORD = 0.25
+TTS_CHUNK_S = 0.1
 LISTEN_RATE = 16000
 OPTIONS_VARIABLE = "LOADTEST_BENCH_OPTIONS"
 READY_PATH = "/bench/ready"
@@ -114,7 +115,7 @@ class BenchCalls:
         self._options = options
         self._vad = vad
         self._stt = InstantSTT()
-        self._tts = FakeTTS(seconds_per_word=SECONDS_PER_WORD, chunk_s=0.1)
+        self._tts = FakeTTS(seconds_per_word=SECONDS_PER_WORD, chunk_s=TTS_CHUNK_S)
         self._policy = TurnPolicy(end_of_turn_silence_ms=options.silence_ms, no_input_timeout_ms=0)
 
     @property
@@ -182,9 +183,27 @@ def bench_server_process(
         f"--reply-delay-ms={options.reply_delay_s * 1000}",
         f"--workers={workers}",
     ]
+    with server_process(
+        command, port=port, workers=workers, ready_within_s=ready_within_s
+    ) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def server_process(
+    command: Sequence[str],
+    *,
+    port: int,
+    workers: int = 1,
+    ready_within_s: float = READY_WITHIN_S,
+    ready_path: str = READY_PATH,
+) -> Iterator[RunningServer]:
+    """Run `command`, a server on `port`, until the block ends; yields once `workers` different
+    processes have answered `GET ready_path` that they are ready: `{"pid", "ready"}` as this
+    module's (or another framework's, for a comparison), or any 200 answer (the app's `/ready`)."""
     process = subprocess.Popen(command)
     try:
-        _wait_ready(f"http://127.0.0.1:{port}{READY_PATH}", process, workers, ready_within_s)
+        _wait_ready(f"http://127.0.0.1:{port}{ready_path}", process, workers, ready_within_s)
         yield RunningServer(f"ws://127.0.0.1:{port}", process.pid)
     finally:
         process.terminate()
@@ -196,22 +215,22 @@ def bench_server_process(
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], workers: int, within_s: float) -> None:
-    """Until `workers` different processes have answered that their VAD is loaded (each
-    request is a new connection, which any worker may accept)."""
+    """Until `workers` different processes have answered that they are ready (each request is
+    a new connection, which any worker may accept); an answer without a pid is the process's."""
     deadline = time.monotonic() + within_s
     ready: set[int] = set()
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the bench server exited with status {process.returncode}")
+            raise RuntimeError(f"the server exited with status {process.returncode}")
         with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as response:
             answer = json.loads(response.read())
-            if answer["ready"]:
-                ready.add(answer["pid"])
+            if answer.get("ready", True):
+                ready.add(answer.get("pid", process.pid))
         if len(ready) >= workers:
             return
         time.sleep(0.1)
     raise RuntimeError(
-        f"{len(ready)} of {workers} bench server processes were ready within {within_s:g} s"
+        f"{len(ready)} of {workers} server processes were ready within {within_s:g} s"
     )
 
 

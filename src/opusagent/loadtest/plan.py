@@ -33,7 +33,7 @@ class LoadPlanError(ValueError):
 @dataclass(frozen=True, slots=True)
 class LoadPlan:
     """N calls placed `ramp_s` apart in total, each lasting `duration_s` and saying `speech`
-    again and again (at most `turns` times when given)."""
+    (then each of `then`, in turn) again and again (at most `turns` times when given)."""
 
     bridge: str
     url: str
@@ -50,11 +50,19 @@ class LoadPlan:
     """The longest wait for an answer before the caller speaks again."""
     token: str | None = None
     """The provider's credential, as `opusagent dial --token`."""
+    then: tuple[Samples, ...] = ()
+    """What the caller says at the turns after `speech`, in order (same rate, trimmed); after
+    the last, `speech` again. A script that follows an agent's states."""
 
     def __post_init__(self) -> None:
         check_bounds(self.bridge, self.calls, self.ramp_s, self.duration_s, self.turns)
-        if len(self.speech) == 0:
+        if any(len(said) == 0 for said in (self.speech, *self.then)):
             raise LoadPlanError("the caller's speech is empty (no voiced audio)")
+
+    def utterance(self, turn: int) -> Samples:
+        """What the caller says at `turn` (from 0)."""
+        index = turn % (1 + len(self.then))
+        return self.speech if index == 0 else self.then[index - 1]
 
     @property
     def speech_s(self) -> float:

@@ -163,11 +163,12 @@ class LoadRun:
         await self._hear_out(call, outcome.meter)
         spoken = 0
         while not call.ended and (plan.turns is None or spoken < plan.turns):
-            if spoken and loop.time() + plan.speech_s > deadline:
+            said = plan.utterance(spoken)
+            if spoken and loop.time() + len(said) / plan.rate > deadline:
                 break
             outcome.meter.reply_begins()  # what comes while the caller speaks is no answer
             heard = outcome.meter.frames
-            await call.play(plan.speech, plan.rate)
+            await call.play(said, plan.rate)
             if outcome.meter.frames > heard:
                 outcome.early.add(spoken)
             outcome.meter.reply_begins()
