@@ -19,10 +19,12 @@ from opusagent.agent.fsa.graph import GraphError
 from opusagent.agent.fsa.loader import AgentFileError, LoadedAgent, load_agent
 from opusagent.cli_options import ConfigFileOption
 from opusagent.config import ConfigError, Settings, load_settings
+from opusagent.simulate.dual import dual_plan, outbound_agent, run_dual
 from opusagent.simulate.files import SimulationFileError
+from opusagent.simulate.llm import SimulationLLM, simulation_llm
 from opusagent.simulate.personas import DEFAULT_PERSONA, Persona, load_persona
 from opusagent.simulate.report import summary_json, write_reports
-from opusagent.simulate.runner import BRIDGES, Bridge, Plan, RunResult, run_all
+from opusagent.simulate.runner import BRIDGES, Bridge, Plan, RunPlan, RunResult, run_all
 from opusagent.simulate.scenarios import MODES, LoadedScenario, Mode, load_scenarios
 from opusagent.simulate.server import (
     AgentServer,
@@ -45,9 +47,13 @@ def simulate_command(
         typer.Option(help="The agent under test (its YAML file).", exists=True, dir_okay=False),
     ],
     scenario: Annotated[
-        Path,
-        typer.Option(help="A scenario file, or a folder of them (a scenario pack).", exists=True),
-    ],
+        Path | None,
+        typer.Option(
+            help="A scenario file, or a folder of them (a scenario pack); optional with "
+            "--caller-agent.",
+            exists=True,
+        ),
+    ] = None,
     persona: Annotated[
         Path | None,
         typer.Option(
@@ -82,6 +88,15 @@ def simulate_command(
     api_key: Annotated[
         str | None, typer.Option(help="With --url: the server's API key, to read call records.")
     ] = None,
+    caller_agent: Annotated[
+        Path | None,
+        typer.Option(
+            help="Dual-agent call: this (outbound) agent calls the --agent over --bridge, with "
+            "this process's voice stack; a --scenario's criteria judge the called agent.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     config: ConfigFileOption = None,
 ) -> None:
     """Call an agent with simulated callers, judge each call, and write reports.
@@ -89,27 +104,41 @@ def simulate_command(
     Each scenario's caller follows its script (or is itself a Finite State Agent), in the
     persona's manner; every call is judged against the scenario's criteria from the agent's own
     record (path, audit, transcript). The agent is served here on a loopback port unless --url
-    is given. Ctrl-C stops the calls under way and writes a partial report. The exit status
-    is 1 when any run failed, 130 when interrupted.
+    is given. A scenario's LLM caller and rubric use the configured LLM (OPUSAGENT_LLM_*).
+    With --caller-agent, an agent of ours calls the agent instead (audio). Ctrl-C stops the
+    calls under way and writes a partial report. The exit status is 1 when any run failed,
+    130 when interrupted.
     """
     chosen_mode = _choice("--mode", mode, MODES)
     chosen_bridge = _choice("--bridge", bridge, BRIDGES)
     if url is not None and chosen_mode == "text":
         _fail("text mode reads each conversation in this process: drop --url, or use --mode audio")
+    if caller_agent is not None and chosen_mode == "text":
+        _fail("a dual-agent call (--caller-agent) is an audio call: drop --mode text")
+    if scenario is None and caller_agent is None:
+        _fail("give --scenario (a scenario file or pack), or --caller-agent for a dual-agent call")
     try:
         settings = load_settings(config)
         loaded = load_agent(agent)
-        scenarios = load_scenarios(scenario)
-        plans = _plans(scenarios, loaded, persona, runs, chosen_mode, chosen_bridge)
+        if caller_agent is not None:
+            load_agent(caller_agent)
+        if scenario is not None:
+            scenarios = load_scenarios(scenario)
+            plans = _plans(scenarios, loaded, persona, runs, chosen_mode, chosen_bridge)
+        elif caller_agent is not None:
+            plans = [dual_plan(caller_agent, chosen_bridge, n) for n in range(1, runs + 1)]
     except (ConfigError, AgentFileError, SimulationFileError) as exc:
         _fail(str(exc))
     out.mkdir(parents=True, exist_ok=True)
     console = Console()
     try:
         results, interrupted = asyncio.run(
-            _simulate(plans, settings, agent, chosen_mode, out, concurrency, url, api_key)
+            _simulate(
+                plans, settings, agent, chosen_mode, out, concurrency, url, api_key, caller_agent
+            )
         )
     except (
+        ConfigError,
         SimulationServerError,
         AgentFileError,
         UnknownAgentError,
@@ -172,17 +201,30 @@ async def _simulate(
     concurrency: int,
     url: str | None,
     api_key: str | None,
+    caller_agent: Path | None = None,
 ) -> tuple[list[RunResult], bool]:
     """Every run; and whether Ctrl-C stopped them."""
-    async with _server(settings, agent, mode, out, url, api_key) as server:
-        voice = CallerVoice(settings) if mode == "audio" else None
-        try:
-            if voice is not None:
-                await voice.load()
-            return await _with_progress(plans, server, voice, out, concurrency)
-        finally:
-            if voice is not None:
-                await voice.aclose()
+    llm = simulation_llm(settings)
+    try:
+        async with _server(settings, agent, mode, out, url, api_key) as server:
+            if caller_agent is not None:
+                async with outbound_agent(settings, caller_agent, llm) as outbound:
+
+                    async def dual(plan: Plan) -> RunResult:
+                        return await run_dual(plan, server, outbound, out, llm)
+
+                    return await _with_progress(plans, server, None, out, concurrency, llm, dual)
+            voice = CallerVoice(settings) if mode == "audio" else None
+            try:
+                if voice is not None:
+                    await voice.load()
+                return await _with_progress(plans, server, voice, out, concurrency, llm)
+            finally:
+                if voice is not None:
+                    await voice.aclose()
+    finally:
+        if llm is not None:
+            await llm.aclose()
 
 
 @contextlib.asynccontextmanager
@@ -202,6 +244,8 @@ async def _with_progress(
     voice: CallerVoice | None,
     out: Path,
     concurrency: int,
+    llm: SimulationLLM | None = None,
+    run: RunPlan | None = None,
 ) -> tuple[list[RunResult], bool]:
     columns = (
         TextColumn("{task.description}"),
@@ -222,7 +266,9 @@ async def _with_progress(
             )
 
         running = asyncio.create_task(
-            run_all(plans, server, voice, out, concurrency=concurrency, on_done=done)
+            run_all(
+                plans, server, voice, out, concurrency=concurrency, on_done=done, llm=llm, run=run
+            )
         )
         loop = asyncio.get_running_loop()
         interrupted = False
@@ -256,6 +302,14 @@ def _print_summary(console: Console, results: list[RunResult], index: Path) -> N
         )
     console.print(table)
     for result in results:
+        if result.caller_record is not None:
+            callee = " → ".join(result.record.states_reached()) if result.record else "(no record)"
+            console.print(
+                f"{result.plan.label}: calling agent {' → '.join(result.caller_path)}; "
+                f"called agent {callee}",
+                markup=False,
+                highlight=False,
+            )
         if result.passed:
             continue
         console.print(f"[bold red]{result.plan.label}[/]: {result.status}", highlight=False)

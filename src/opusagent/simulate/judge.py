@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from opusagent.agent.fsa.audit import AuditEntry
 from opusagent.simulate.callers import normalized
@@ -24,6 +25,11 @@ class Verdict:
     explanation: str
     turn: int | None = None
     """The turn of the agent's audit the verdict is about, if one."""
+    judge: str = "rules"
+    """Who judged: the rules, or `llm <model>` (a rubric line of the LLM judge)."""
+    unjudged: Literal["error", "skipped"] | None = None
+    """Why the criterion could not be judged: an error (never a pass), or skipped (no LLM to
+    judge it; it fails nothing)."""
 
 
 def judge(scenario: Scenario, record: CalleeRecord, *, duration_s: float) -> list[Verdict]:

@@ -19,6 +19,7 @@ from typing import Any
 from opusagent.agent.fsa.graph import GraphError, dot
 from opusagent.agent.fsa.spec import AgentSpec
 from opusagent.simulate.lines import Event
+from opusagent.simulate.record import CalleeRecord
 from opusagent.simulate.runner import RunResult
 
 PATH_COLOUR = "#1f6feb"
@@ -31,6 +32,8 @@ td,th{border:1px solid #d0d7de;padding:.3em .5em;text-align:left;vertical-align:
 th{background:#f6f8fa}.pass{color:#1a7f37;font-weight:bold}.fail{color:#cf222e;font-weight:bold}
 .muted{color:#656d76}.agent{background:#f6f8fa}figure{margin:1em 0;overflow-x:auto}
 """
+_VERDICT_SHOWN = {"error": "ERROR", "skipped": "skipped"}
+"""A verdict that could not be judged, as the criteria table shows it."""
 
 
 def run_json(result: RunResult, out: Path) -> dict[str, Any]:
@@ -50,6 +53,10 @@ def run_json(result: RunResult, out: Path) -> dict[str, Any]:
         "verdicts": [asdict(v) for v in result.verdicts],
         "events": [asdict(e) for e in result.events],
         "caller_path": result.caller_path,
+        "caller": result.caller,
+        "caller_record": (
+            result.caller_record.model_dump(mode="json") if result.caller_record else None
+        ),
         "recording": _relative(result.recording, out),
         "callee": result.record.model_dump(mode="json") if result.record is not None else None,
     }
@@ -111,6 +118,8 @@ def run_html(result: RunResult, spec: AgentSpec, out: Path, *, graph: bool = Tru
     goal = plan.scenario.scenario.goal
     if goal:
         parts.append(f"<p>Goal: {_e(goal)}</p>")
+    if result.caller:
+        parts.append(f"<p>Caller: {_e(result.caller)}</p>")
     if result.error:
         parts.append(f'<p class="fail">{_e(result.error)}</p>')
     parts += ['<h2 id="criteria">Criteria</h2>', _criteria(result)]
@@ -120,10 +129,15 @@ def run_html(result: RunResult, spec: AgentSpec, out: Path, *, graph: bool = Tru
         parts.append(f"<figure>{path_svg(spec, path)}</figure>")
     if result.caller_path:
         parts.append(f"<p class=muted>Caller FSA path: {_e(' → '.join(result.caller_path))}</p>")
+    if result.caller_record is not None:
+        parts += [
+            '<h2 id="caller-audit">The calling agent\'s decisions</h2>',
+            _audit(result.caller_record),
+        ]
     parts += ['<h2 id="latency">Latency per turn</h2>', latency_svg(result.events)]
     parts += ['<h2 id="transcript">Transcript</h2>', _transcript(result.events)]
     if result.record is not None:
-        parts += ['<h2 id="audit">The agent\'s decisions</h2>', _audit(result)]
+        parts += ['<h2 id="audit">The agent\'s decisions</h2>', _audit(result.record)]
     recording = _recording(result, out)
     if recording:
         parts += ['<h2 id="recording">Recording</h2>', recording]
@@ -135,11 +149,12 @@ def _criteria(result: RunResult) -> str:
         return "<p class=muted>Not judged.</p>"
     rows = [
         f'<tr><td>{_e(v.criterion)}</td><td class="{"pass" if v.passed else "fail"}">'
-        f"{'pass' if v.passed else 'FAIL'}</td><td>{_e(v.explanation)}</td>"
-        f"<td>{'' if v.turn is None else v.turn}</td></tr>"
+        f"{_VERDICT_SHOWN.get(v.unjudged or '', 'pass' if v.passed else 'FAIL')}</td>"
+        f"<td>{_e(v.explanation)}</td><td>{'' if v.turn is None else v.turn}</td>"
+        f"<td>{_e(v.judge)}</td></tr>"
         for v in result.verdicts
     ]
-    head = "<tr><th>Criterion</th><th>Result</th><th>Why</th><th>Turn</th></tr>"
+    head = "<tr><th>Criterion</th><th>Result</th><th>Why</th><th>Turn</th><th>Judge</th></tr>"
     return f"<table>{head}{''.join(rows)}</table>"
 
 
@@ -163,10 +178,9 @@ def _transcript(events: Sequence[Event]) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
-def _audit(result: RunResult) -> str:
-    assert result.record is not None
+def _audit(record: CalleeRecord) -> str:
     rows = []
-    for entry in result.record.audit:
+    for entry in record.audit:
         said = entry.text or (f"[keys {entry.dtmf}]" if entry.dtmf else f"({entry.kind})")
         intent = f"{entry.intent} {entry.intent_score or 0:.2f}" if entry.intent else ""
         slots = ", ".join(f"{k}: {v}" for k, v in entry.slot_results.items())

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import wave
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -16,12 +16,16 @@ from urllib.parse import urlencode
 from websockets.exceptions import InvalidHandshake
 
 from opusagent.agent.fsa.loader import load_agent
+from opusagent.agent.llm.chat import LLMError
 from opusagent.bridges.dial import DialError, DialResult, dial
 from opusagent.bridges.farend import FarEnd
 from opusagent.bridges.farends import AcsFarEnd, AudioCodesFarEnd, TwilioMediaFarEnd
 from opusagent.simulate.callers import Caller, FsaCaller, Move, ScriptedCaller, Styled
 from opusagent.simulate.judge import Verdict, judge
 from opusagent.simulate.lines import ChatLine, Event, Line, PhoneLine, close_quietly, stereo
+from opusagent.simulate.llm import NO_LLM, SimulationLLM
+from opusagent.simulate.llm_caller import LLMCaller
+from opusagent.simulate.llm_judge import judge_by_llm
 from opusagent.simulate.personas import Persona
 from opusagent.simulate.record import CalleeRecord
 from opusagent.simulate.scenarios import LoadedScenario, Mode
@@ -53,6 +57,10 @@ class Plan:
         return f"{self.scenario.name}-{self.number}"
 
 
+RunPlan = Callable[[Plan], Awaitable["RunResult"]]
+"""How a plan is run (a dual-agent call instead of a simulated caller)."""
+
+
 @dataclass
 class RunResult:
     plan: Plan
@@ -67,17 +75,36 @@ class RunResult:
     """The call as the caller heard it (stereo WAV, caller left), audio mode."""
     caller_path: list[str] = field(default_factory=list)
     """A caller FSA's own path."""
+    caller: str = ""
+    """Who the caller was: its script, its FSA, the LLM, or the calling agent."""
+    caller_record: CalleeRecord | None = None
+    """The calling agent's own record (path, transcript, audit), in a dual-agent call."""
 
     @property
     def passed(self) -> bool:
         return self.status in ("passed", "skipped")
 
 
-def caller_for(plan: Plan) -> Caller:
+def caller_kind(plan: Plan, llm: SimulationLLM | None) -> str:
+    """Who answers for the caller of `plan`; "" when nobody can (an LLM caller, no LLM)."""
+    spec = plan.scenario.scenario.caller
+    if spec.llm is not None and llm is not None:
+        return f"LLM {llm.model(spec.llm.model)} at {llm.base_url}"
+    fallback = " (caller.llm: no LLM is configured)" if spec.llm is not None else ""
+    if spec.agent is not None:
+        return f"caller FSA {spec.agent}{fallback}"
+    if spec.script is not None:
+        return f"script{fallback}"
+    return ""
+
+
+def caller_for(plan: Plan, llm: SimulationLLM | None = None) -> Caller:
     scenario = plan.scenario.scenario
     spec = scenario.caller
     inner: Caller
-    if spec.agent is not None:
+    if spec.llm is not None and llm is not None:
+        inner = LLMCaller(llm, spec.llm, scenario, plan.persona)
+    elif spec.agent is not None:
         inner = FsaCaller(load_agent(plan.scenario.relative(spec.agent)), scenario.facts)
     else:
         inner = ScriptedCaller(
@@ -151,7 +178,11 @@ async def _do(line: Line, move: Move) -> None:
 
 
 async def run_one(
-    plan: Plan, server: AgentServer, voice: CallerVoice | None, out: Path
+    plan: Plan,
+    server: AgentServer,
+    voice: CallerVoice | None,
+    out: Path,
+    llm: SimulationLLM | None = None,
 ) -> RunResult:
     """Place one simulated call and judge it. Cancelling it hangs up and returns what was done,
     as an `interrupted` result."""
@@ -160,10 +191,13 @@ async def run_one(
         return RunResult(
             plan, "skipped", error=f"written for {' and '.join(scenario.modes)} mode only"
         )
-    caller = caller_for(plan)
+    kind = caller_kind(plan, llm)
+    if not kind:
+        return RunResult(plan, "skipped", error=f"the caller is an LLM (caller.llm) and {NO_LLM}")
+    caller = caller_for(plan, llm)
     loop = asyncio.get_running_loop()
     began = loop.time()
-    result = RunResult(plan, "error")
+    result = RunResult(plan, "error", caller=kind)
     try:
         async with _line(plan, server, voice) as (line, dialled):
             result.call_id = line.call_id
@@ -177,19 +211,31 @@ async def run_one(
         result.duration_s = loop.time() - began
         result.call_id = line.call_id
         if dialled:
-            result.recording = _save_recording(dialled[0], out, plan)
+            result.recording = save_recording(dialled[0], out, plan)
         result.record = await server.record(result.call_id, plan.mode)
         result.verdicts = judge(scenario, result.record, duration_s=result.duration_s)
-        result.status = "passed" if all(v.passed for v in result.verdicts) else "failed"
+        result.verdicts += await judge_by_llm(scenario, result.record, llm)
+        result.status = status_of(result.verdicts)
     except asyncio.CancelledError:
         result.status = "interrupted"
         result.error = "stopped before the call was judged"
+    except LLMError as exc:
+        result.error = f"the LLM caller failed: {exc}"
     except (DialError, SimulationServerError, InvalidHandshake, OSError) as exc:
         result.error = str(exc)
     result.duration_s = result.duration_s or loop.time() - began
     if isinstance(caller, Styled) and isinstance(caller.inner, FsaCaller):
         result.caller_path = caller.inner.path
     return result
+
+
+def status_of(verdicts: list[Verdict]) -> Status:
+    """Passed when every verdict passed; an error when only errors (an LLM judge's) did not."""
+    if all(v.passed for v in verdicts):
+        return "passed"
+    if all(v.passed or v.unjudged == "error" for v in verdicts):
+        return "error"
+    return "failed"
 
 
 @contextlib.asynccontextmanager
@@ -217,7 +263,7 @@ async def _line(
     dialled.append(call.result())
 
 
-def _save_recording(result: DialResult, out: Path, plan: Plan) -> Path:
+def save_recording(result: DialResult, out: Path, plan: Plan) -> Path:
     """The call as the caller lived it: a stereo WAV, caller left, agent right."""
     path = out / f"{plan.label}.wav"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -238,14 +284,19 @@ async def run_all(
     *,
     concurrency: int,
     on_done: Callable[[RunResult], None] | None = None,
+    llm: SimulationLLM | None = None,
+    run: RunPlan | None = None,
 ) -> list[RunResult]:
     """Every plan, at most `concurrency` at a time; results in plan order. Cancelling stops the
-    calls under way (each hung up and returned as interrupted) and starts no more."""
+    calls under way (each hung up and returned as interrupted) and starts no more. Each plan is
+    run by `run` (default: `run_one`, a simulated caller)."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(plan: Plan) -> RunResult:
         async with gate:
-            return await run_one(plan, server, voice, out)
+            if run is not None:
+                return await run(plan)
+            return await run_one(plan, server, voice, out, llm)
 
     def report(task: asyncio.Task[RunResult]) -> None:
         if on_done is not None and not task.cancelled() and task.exception() is None:

@@ -9,10 +9,14 @@ A scenario file (YAML) holds:
   action: `say` (a template over `facts`, with an optional `short` form for terse personas),
   `keys` (DTMF), `silent` or `hang_up`; or `agent`, a caller that is itself a Finite State
   Agent (an agent file whose input is what the callee says and whose replies are the caller's
-  words; `facts` are its call context).
+  words; `facts` are its call context); or `llm`, a caller voiced by the configured chat
+  LLM (persona, goal and facts in its prompt), which may also have a `script` or an `agent` to
+  fall back on when no LLM is configured.
 - `success` (states the callee must reach, the state it must end in, slots it must hold, tools
   it must call, at most so many turns or seconds) and `failure` (states it must never reach,
   tools it must never call, phrases it must never say);
+- `judge`: an optional `rubric` for an LLM judge (one verdict per line, when an LLM is
+  configured), judged after the rule criteria;
 - `modes` it is meant for (`text`, `audio`), `params` handed to the call, `persona` (a file,
   relative to the scenario) and `agent` (the name of the agent it is written for).
 """
@@ -68,6 +72,16 @@ class Rule(_Model):
         return self
 
 
+class LLMCallerSpec(_Model):
+    """A caller voiced by the configured chat LLM (`simulate.llm_caller`)."""
+
+    model: str = Field(
+        "default", min_length=1, description="A model name as in agent files (default: llm_model)."
+    )
+    instructions: str = Field("", description="Added to the caller's prompt.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+
+
 class CallerSpec(_Model):
     script: list[Rule] | None = None
     otherwise: Literal["next", "repeat", "silent", "hang_up"] = Field(
@@ -76,11 +90,18 @@ class CallerSpec(_Model):
         "(next), say the last thing again, stay silent, or hang up.",
     )
     agent: Path | None = Field(None, description="A caller Finite State Agent file.")
+    llm: LLMCallerSpec | None = Field(
+        None,
+        description="A caller voiced by the configured LLM; a script or agent given too is "
+        "used when no LLM is configured.",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> CallerSpec:
-        if (self.script is None) == (self.agent is None):
+        if self.script is not None and self.agent is not None:
             raise ValueError("a caller has either a script or an agent (a caller FSA file)")
+        if self.script is None and self.agent is None and self.llm is None:
+            raise ValueError("a caller has a script, an agent (a caller FSA file) or an llm")
         return self
 
 
@@ -97,6 +118,22 @@ class Failure(_Model):
     states: list[str] = Field(default_factory=list)
     tools: list[str] = Field(default_factory=list)
     phrases: list[str] = Field(default_factory=list)
+
+
+class Judge(_Model):
+    """An LLM judge's rubric: each line a criterion the transcript is judged against."""
+
+    rubric: list[str] = Field(min_length=1)
+    model: str = Field(
+        "default", min_length=1, description="A model name as in agent files (default: llm_model)."
+    )
+
+    @field_validator("rubric")
+    @classmethod
+    def _lines(cls, rubric: list[str]) -> list[str]:
+        if any(not line.strip() for line in rubric):
+            raise ValueError("a rubric line is empty")
+        return rubric
 
 
 class Limits(_Model):
@@ -119,6 +156,7 @@ class Scenario(_Model):
     caller: CallerSpec
     success: Success = Success()
     failure: Failure = Failure()
+    judge: Judge | None = None
     limits: Limits = Limits()
 
     @model_validator(mode="after")
