@@ -12,7 +12,7 @@ import functools
 import importlib.resources
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -174,9 +174,15 @@ class VadStats:
 
 @dataclass(slots=True)
 class _Batch:
+    """One tick's work: round `r` steps `members[: counts[r]]` (streams with the most pending
+    windows first) on `windows[starts[r] : starts[r] + counts[r]]`."""
+
     members: list[SileroStream]
+    counts: list[int]
+    starts: list[int]
     windows: Floats
     state: Floats
+    """[2, counts[0], 128]: each member's state before the tick."""
 
 
 class SileroVAD:
@@ -185,8 +191,11 @@ class SileroVAD:
     Every 32 ms the scheduler takes one window from each stream that has one pending, runs the
     whole batch in a single-thread worker, then hands each stream its probability. A stream with
     a backlog gets up to `max_rounds` windows per tick so it catches up without holding back the
-    others; a stream with nothing pending is simply left out. The scheduler starts with the
-    first `open_stream` inside a running loop, or with `start()`.
+    others: its later windows go into further rounds (one inference each, as a window needs the
+    state its previous one left), and the worker runs every round of a tick in one hand-off, so
+    a tick costs the event loop one round trip to the worker whatever the backlog. A stream with
+    nothing pending is simply left out. The scheduler starts with the first `open_stream` inside
+    a running loop, or with `start()`.
     """
 
     def __init__(self, model: SileroModel | None = None, *, max_rounds: int = 4) -> None:
@@ -276,52 +285,77 @@ class SileroVAD:
         if self._ticker.running:
             raise RuntimeError("step() cannot run while the scheduler is running")
         self._ticks += 1
-        processed = 0
-        candidates: Iterable[SileroStream] = list(self._streams)
-        for _ in range(self._max_rounds):
-            batch = self._collect(candidates)
-            if batch is None:
-                break
-            self._deliver(batch, *self._infer(batch.windows, batch.state))
-            processed += len(batch.members)
-            candidates = batch.members
-        return processed
+        batch = self._collect()
+        if batch is None:
+            return 0
+        self._deliver(batch, *self._infer_rounds(batch))
+        return sum(batch.counts)
 
     async def _tick(self) -> None:
         self._ticks += 1
+        batch = self._collect()
+        if batch is None:
+            return
         loop = asyncio.get_running_loop()
-        candidates: Iterable[SileroStream] = list(self._streams)
-        for _ in range(self._max_rounds):
-            batch = self._collect(candidates)
-            if batch is None:
-                return
-            result = await loop.run_in_executor(
-                self._executor, self._infer, batch.windows, batch.state
-            )
-            self._deliver(batch, *result)
-            candidates = batch.members
+        result = await loop.run_in_executor(self._executor, self._infer_rounds, batch)
+        self._deliver(batch, *result)
 
-    def _collect(self, candidates: Iterable[SileroStream]) -> _Batch | None:
-        """Take one window from each open candidate that has one, into the batch arrays."""
-        members = [s for s in candidates if not s.closed and s.pending_windows]
-        n = len(members)
-        if n == 0:
+    def _collect(self) -> _Batch | None:
+        """Take up to `max_rounds` windows from each open stream that has one, into the batch
+        arrays: round by round, streams with the most pending windows first."""
+        pending = [(s.pending_windows, s) for s in self._streams if s.pending_windows]
+        if not pending:
             return None
-        if n > self._capacity:
-            self._capacity = max(n, 2 * self._capacity, _INITIAL_BATCH)
+        pending.sort(key=_by_pending, reverse=True)
+        members = [stream for _, stream in pending]
+        rounds = min(self._max_rounds, pending[0][0])
+        counts = [0] * rounds  # then: members with more than r windows pending, for round r
+        for windows_pending, _ in pending:
+            counts[min(windows_pending, rounds) - 1] += 1
+        for r in range(rounds - 2, -1, -1):
+            counts[r] += counts[r + 1]
+        rows = sum(counts)
+        n = counts[0]
+        if rows > self._capacity:
+            self._capacity = max(rows, 2 * self._capacity, _INITIAL_BATCH)
             self._windows_buf = np.empty(self._capacity * INPUT_SAMPLES, np.float32)
             self._state_buf = np.empty(2 * self._capacity * STATE_SIZE, np.float32)
-        # Views of the first n rows' worth, so the arrays handed to the model are contiguous.
-        windows = self._windows_buf[: n * INPUT_SAMPLES].reshape(n, INPUT_SAMPLES)
+        # Views of the first rows' worth, so the arrays handed to the model are contiguous.
+        windows = self._windows_buf[: rows * INPUT_SAMPLES].reshape(rows, INPUT_SAMPLES)
         state = self._state_buf[: 2 * n * STATE_SIZE].reshape(2, n, STATE_SIZE)
+        starts = []
+        row = 0
+        for count in counts:
+            starts.append(row)
+            for i in range(count):
+                members[i].take_window(windows[row + i])
+            row += count
         for i, stream in enumerate(members):
-            stream.take_window(windows[i])
             state[:, i] = stream.state
         windows *= _SCALE
-        return _Batch(members, windows, state)
+        return _Batch(members, counts, starts, windows, state)
+
+    def _infer_rounds(self, batch: _Batch) -> tuple[list[Floats], Floats]:
+        """Every round of a tick in order, each from the state the one before left; returns
+        each round's probabilities and each member's state after its last round. Called on the
+        worker thread (or inline by `step`)."""
+        probabilities: list[Floats] = []
+        final: Floats = batch.state
+        state = batch.state
+        for start, count in zip(batch.starts, batch.counts, strict=True):
+            round_probabilities, new_state = self._infer(
+                batch.windows[start : start + count], np.ascontiguousarray(state[:, :count])
+            )
+            probabilities.append(round_probabilities)
+            if final is batch.state:
+                final = new_state
+            else:
+                final[:, :count] = new_state
+            state = new_state
+        return probabilities, final
 
     def _infer(self, windows: Floats, state: Floats) -> tuple[Floats, Floats]:
-        """Run the model; called on the worker thread (or inline by `step`)."""
+        """Run the model once."""
         began = time.perf_counter()
         probabilities, new_state = self._model.run(windows, state)
         self._last_inference_seconds = time.perf_counter() - began
@@ -331,17 +365,24 @@ class SileroVAD:
             self.on_batch(self._last_batch_size, self._last_inference_seconds)
         return probabilities, new_state
 
-    def _deliver(self, batch: _Batch, probabilities: Floats, new_state: Floats) -> None:
-        """Store new state and call back, skipping members closed since they were collected."""
-        for i, (stream, probability) in enumerate(
-            zip(batch.members, probabilities.tolist(), strict=True)
-        ):
-            if stream.closed:
-                continue
-            stream.state[:] = new_state[:, i]
-            stream.windows += 1
-            self._delivered += 1
-            try:
-                stream.on_result(probability, stream.windows * WINDOW_SAMPLES / SAMPLE_RATE)
-            except Exception:
-                logger.exception("VAD result callback failed")
+    def _deliver(self, batch: _Batch, probabilities: list[Floats], state: Floats) -> None:
+        """Store each member's new state, then call back round by round (so each stream gets
+        its windows in order), skipping members closed since they were collected."""
+        members = batch.members
+        for i, stream in enumerate(members):
+            if not stream.closed:
+                stream.state[:] = state[:, i]
+        for round_probabilities in probabilities:
+            for stream, probability in zip(members, round_probabilities.tolist(), strict=False):
+                if stream.closed:
+                    continue
+                stream.windows += 1
+                self._delivered += 1
+                try:
+                    stream.on_result(probability, stream.windows * WINDOW_SAMPLES / SAMPLE_RATE)
+                except Exception:
+                    logger.exception("VAD result callback failed")
+
+
+def _by_pending(item: tuple[int, SileroStream]) -> int:
+    return item[0]
