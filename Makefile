@@ -35,7 +35,7 @@ DEBS += $(if $(shell command -v docker-compose),,docker-compose)
 
 SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help run test test-fast fuzz lint bench bench-pipecat docs clean debs llm-server
+.PHONY: help run test test-fast fuzz lint bench bench-pipecat soak docs clean debs llm-server
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ bench: $(SYNCED) ## Measure the framework's per-frame overhead
 bench-pipecat: $(SYNCED) ## Compare with Pipecat 1.14 at 1, 5, 20 calls (builds .venv-bench)
 	scripts/bench-pipecat-env
 	$(PYTHON) bench/compare_pipecat.py --quick
+
+soak: $(SYNCED) ## 200 calls for 10 minutes: all succeed, no leak, no gap > 60 ms (not in test)
+	$(PYTHON) bench/soak.py $(SOAK_ARGS)
 
 docs: $(SYNCED) ## Regenerate docs/settings.md
 	$(VENV)/bin/opusagent config --markdown > docs/settings.md

@@ -127,6 +127,20 @@ def test_backchannel_does_not_interrupt() -> None:
     assert overlaps == ["mhm", "okay"]  # kept in the transcript, never a turn
 
 
+def test_the_offline_recognisers_spelling_of_mhm_does_not_interrupt() -> None:
+    agent = greeter(reply=LONG)
+    timeline = (
+        Timeline(duration=16)
+        .say("I lost my card", at=3.0, seconds=1.0)
+        .say("m h m", at=6.0, seconds=0.5)
+    )
+
+    result = run_timeline(timeline, agent=agent)
+
+    assert result.clears() == []
+    assert len(answered(agent)) == 2
+
+
 def test_false_interruption_resumes_the_cut_reply() -> None:
     agent = greeter(reply=LONG)
     policy = TurnPolicy(barge_in_min_words=0, false_interruption_ms=1500)

@@ -5,6 +5,7 @@ The last two tests run `opusagent serve` as a real process and send it SIGTERM."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import time
@@ -20,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from bridges.loopback import serving, until
 from bridges.test_served_app import loud, served_app, states
-from opusagent.bridges.dial import DialError, dial
+from opusagent.bridges.dial import HUNG_UP, DialError, dial
 from opusagent.bridges.farends import BrowserFarEnd, TwilioMediaFarEnd
 from opusagent.bridges.session import TRY_AGAIN_LATER
 from opusagent.sessions import RedisStore
@@ -141,6 +142,49 @@ async def test_sigterm_lets_the_live_call_finish_refuses_new_ones_then_exits_0(
 
     assert code == 0
     assert time.monotonic() - started < 5, "the server exits once its last call has ended"
+
+
+LOAD_CALLS = 5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", [60], indirect=True)
+async def test_sigterm_under_load_cuts_no_call_refuses_new_ones_and_exits_after_the_last(
+    server: Server, redis_server: RedisServer
+) -> None:
+    media = f"ws://127.0.0.1:{server.port}/twilio/media"
+    callers = [TwilioMediaFarEnd() for _ in range(LOAD_CALLS)]
+    async with contextlib.AsyncExitStack() as stack:
+        calls = [await stack.enter_async_context(dial(c, media, open_timeout=30)) for c in callers]
+        await asyncio.gather(*(call.wait_until_quiet(1.0, timeout=60) for call in calls))
+        server.process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        with pytest.raises(DialError) as refused:
+            async with dial(TwilioMediaFarEnd(), media):
+                pass
+        keyed_at = [call.now for call in calls]
+        for call in calls:
+            await call.dtmf("1#")
+        await asyncio.gather(*(call.wait_until_quiet(1.0, timeout=30) for call in calls))
+        answered = [call.agent_audio_until > at for call, at in zip(calls, keyed_at, strict=True)]
+        still_running = server.process.poll() is None
+        for call in calls:
+            await call.hangup()
+    code = await asyncio.to_thread(exit_code, server, 10)
+    store = RedisStore(redis_server.url, 600)
+    try:
+        sessions = [await store.load(caller.call_sid) for caller in callers]
+    finally:
+        await store.aclose()
+
+    assert refused.value.status == 503
+    assert answered == [True] * LOAD_CALLS, "every live call was still answered after SIGTERM"
+    assert still_running, "the server waits for its live calls"
+    assert [call.end_reason for call in calls] == [HUNG_UP] * LOAD_CALLS, "none was cut"
+    assert code == 0
+    for session in sessions:
+        assert session is not None and session.ended
+        assert [entry.kind for entry in session.state.audit] == ["start", "dtmf", "hangup"]
 
 
 @pytest.mark.slow

@@ -93,6 +93,40 @@ async def test_a_dropped_browser_call_resumes_on_the_same_server() -> None:
     assert record.state.path[-1] == "verify"
 
 
+IDENTIFY_SAY = "I can help with that. Please say or key in the last four digits of your card."
+IDENTIFY_REPROMPT = (
+    "Sorry, I need the last four digits of your card, for example, four two one seven."
+)
+
+
+async def test_a_line_dropped_while_the_agent_speaks_resumes_in_the_same_state() -> None:
+    app = served_app(Settings(turn=POLICY), [Utterance(0.2, 0.7, "I lost my card")])
+    app.state.voice.tts = FakeTTS(seconds_per_word=0.15, chunk_s=0.1)  # identify's say: 2.4 s
+    store = app.state.sessions
+    first = BrowserFarEnd(16000, call_id="mid-reply")
+    async with serving(app) as url:
+        async with dial(first, f"{url}/browser") as call:
+            await call.wait_until_quiet(0.3, timeout=15)
+            await call.silence(0.2)
+            await call.play(loud(0.5), 16000)
+            spoke_until = call.now
+            await until(lambda: call.agent_audio_until > spoke_until + 1.0, within=5)
+            await call.drop()  # a second or so into identify's say
+        dropped = await store.load("mid-reply")
+        async with dial(first.resumed(), f"{url}/browser") as again:
+            await until(lambda: IDENTIFY_REPROMPT in " ".join(heard(again, "agent_text")), 5)
+            await again.dtmf("4217#")
+            await until(lambda: "verify" in heard(again, "state"), within=5)
+        record = await store.load("mid-reply")
+
+    assert dropped is not None and not dropped.ended and dropped.state.state == "identify"
+    cut = dropped.state.history[-1]
+    assert (cut.speaker, cut.interrupted, cut.generated) == ("agent", True, IDENTIFY_SAY)
+    assert 0 < len(cut.text) < len(IDENTIFY_SAY), "the record keeps the words heard before the drop"
+    assert " ".join(heard(again, "agent_text")).startswith(CUT_OFF)
+    assert record is not None and record.state.state == "verify"
+
+
 async def test_a_call_resumes_on_a_second_server_sharing_redis(
     redis_server: RedisServer, tmp_path: Any
 ) -> None:

@@ -98,6 +98,7 @@ from opusagent.call.events import (
     ReplyAudioEnd,
     ReplyLatency,
     SendDtmf,
+    StageFailed,
     Transfer,
 )
 
@@ -337,6 +338,8 @@ class BrowserTranslator:
                 return LatencyOut(generation=generation, seconds=seconds).wire()
             case ReplyAudioEnd(generation=generation):
                 return ReplyEndOut(generation=generation).wire()
+            case StageFailed():
+                return None  # the page hears the fallback line; logs and metrics tell the rest
 
 
 def _parse(text: str) -> PageMessage:

@@ -11,10 +11,12 @@ one. The playback ledger turns marks (or the pacer's clock) into the words the c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from opusagent.audio.formats import AudioChunk, AudioFormat, Encoding
 from opusagent.audio.framer import Framer
@@ -43,7 +45,9 @@ from opusagent.call.events import (
     ProviderError,
     ReplyAudioEnd,
     ReplyLatency,
+    StageFailed,
 )
+from opusagent.call.fallback import Fallback, SpokenLines, StageFailure
 from opusagent.call.hangup import aclose, tell_agent_hangup
 from opusagent.call.playback import ReplyLedger
 from opusagent.call.stages import (
@@ -53,8 +57,10 @@ from opusagent.call.stages import (
     Agent,
     ExpectSpeech,
     HistoryEntry,
+    ReplyPart,
     Speaker,
     SpeechChunk,
+    STTStream,
     Transcript,
     TurnKind,
     UserTurn,
@@ -66,8 +72,8 @@ log = logging.getLogger(__name__)
 
 SendOutput = Callable[[CallOutput], Awaitable[None]]
 
-FINAL_TRANSCRIPT_TIMEOUT_S = 2.0
-"""How long to wait for the STT's final result after the caller stops before using the partial."""
+STT_RESTART_INTERVAL_S = 1.0
+"""A failed recogniser stream is replaced at most this often."""
 MARK_ACK_GRACE_S = 1.0
 """How long past the pacer's playout end a missing final mark acknowledgement is waited for."""
 
@@ -95,6 +101,8 @@ class TurnRecord:
     first_audio_at: float | None = None
     """When the first frame of the reply went to the bridge."""
     interrupted: bool = False
+    failure: str | None = None
+    """The stage failure behind this turn's fallback line, if it had one."""
 
     @property
     def response_latency(self) -> float | None:
@@ -194,7 +202,12 @@ class Call(CallProgress):
         policy: TurnPolicy | None = None,
         recorder: StereoRecorder | None = None,
         lead_ms: int = 60,
+        fallback: Fallback | None = None,
+        lines: SpokenLines | None = None,
     ) -> None:
+        """`fallback` is what the caller hears when a stage fails (default: the built-in
+        lines); `lines` holds its audio, shared by the calls of one voice (default: those of
+        the calls sharing this call's TTS object)."""
         listen_rate = stages.stt.input_format.sample_rate
         if stages.vad.sample_rate != listen_rate:
             raise ValueError(
@@ -205,6 +218,8 @@ class Call(CallProgress):
         self.call_id = call_id
         self.media = media
         self.policy = policy or TurnPolicy()
+        self.fallback = fallback or Fallback()
+        self._lines = lines or SpokenLines.of(stages.tts)
         self._stages = stages
         self._send = send
         self._recorder = recorder
@@ -219,7 +234,7 @@ class Call(CallProgress):
         self._recording_agent = (
             AudioConverter(media.outbound, self._listen_format) if recorder else None
         )
-        self._turns = TurnDetector(self.policy, stages.vad.window_seconds)
+        self._turns = TurnDetector(self.policy, stages.vad.window_seconds, listen_rate)
 
         self._generation = 0
         self._history: list[HistoryEntry] = []
@@ -244,6 +259,18 @@ class Call(CallProgress):
         self._dtmf = ""
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._failures = 0
+        """Stage failures in a row (a reply that plays whole starts the count again)."""
+        self._handed_off = False
+        self._preparing: asyncio.Task[None] | None = None
+        """Rendering the fallback lines, from the call's start."""
+        self._expected: Sequence[str] | None = None
+        """The latest listening hint, for a replacement recogniser stream."""
+        self._stt_replacing = False
+        self._stt_restarted_at: float | None = None
+        self._utterance_lost: StageFailure | None = None
+        """The recogniser failed during the current utterance: its words may be lost."""
+        self._transcripts: asyncio.Task[None] | None = None
         self._caller_s = 0.0
         self._received_s = 0.0
         self._audio_clock_offset = 0.0
@@ -267,8 +294,9 @@ class Call(CallProgress):
         """Start listening and speaking; the agent is asked for its greeting."""
         self._loop = asyncio.get_running_loop()
         self._started_at = self._loop.time()
+        self._preparing = self._spawn(self._prepare_lines())
         self._spawn(self._run_sender())
-        self._spawn(self._run_transcripts())
+        self._transcripts = self._spawn(self._run_transcripts(self._stt_stream))
         self._set_timer("max_duration", self.policy.max_call_duration_s, self._on_max_duration)
         self._start_reply(TurnKind.START, input_ended_at=self._started_at)
 
@@ -308,7 +336,12 @@ class Call(CallProgress):
             self._recorder.caller(samples, self._caller_s)
         self._caller_s += len(samples) / self._listen_format.sample_rate
         self._vad_stream.push(samples)
-        self._stt_stream.push(samples)
+        try:
+            self._stt_stream.push(samples)
+        except Exception as exc:
+            self._stt_failed(StageFailure("stt", "error", _describe(exc)))
+        if self._turns.audio(samples) is VoiceChange.ENDED:
+            self._on_speech_ended()
 
     def _on_vad(self, probability: float, stream_time: float) -> None:
         if self._end_reason is not None:
@@ -318,26 +351,100 @@ class Call(CallProgress):
             self._cancel_timer("no_input")
             self._cancel_timer("final")
             self._awaiting_final = False
-            self._stt_stream.speech_started()
+            self._tell_stt(lambda stream: stream.speech_started())
             self._notify(CallerSpeech(started=True))
             self._check_barge_in()
         elif change is VoiceChange.ENDED:
-            self._stt_stream.speech_ended()
-            self._notify(CallerSpeech(started=False))
-            # When the caller really stopped: audio time mapped onto the clock by arrival, so
-            # the resampler's and the VAD's hold-ups count as latency, not as speech.
-            speech_end = stream_time - self._turns.trailing_silence_s
-            self._speech_ended_at = speech_end + self._audio_clock_offset
-            self._awaiting_final = True
-            self._set_timer("final", FINAL_TRANSCRIPT_TIMEOUT_S, self._complete_utterance)
+            self._on_speech_ended()
         elif self._turns.speaking:
             self._check_barge_in()
 
-    async def _run_transcripts(self) -> None:
-        async for transcript in self._stt_stream.results():
-            if self._end_reason is not None:
-                return
-            self._on_transcript(transcript)
+    def _on_speech_ended(self) -> None:
+        """The turn detector ended the utterance (on a VAD window or on arriving audio)."""
+        self._tell_stt(lambda stream: stream.speech_ended())
+        self._notify(CallerSpeech(started=False))
+        # When the caller really stopped: audio time mapped onto the clock by arrival, so
+        # the resampler's and the VAD's hold-ups count as latency, not as speech.
+        self._speech_ended_at = self._turns.speech_end_s + self._audio_clock_offset
+        self._awaiting_final = True
+        limit = self.policy.stt_final_timeout_ms / 1000
+        self._set_timer("final", limit, self._on_final_timeout)
+
+    # --- the recogniser ----------------------------------------------------------------
+
+    def _hint_stt(self) -> None:
+        """Tell the recogniser what the caller is likely to say next."""
+        phrases = self._expected
+        self._tell_stt(lambda stream: stream.expect(phrases))
+
+    def _tell_stt(self, action: Callable[[STTStream], None]) -> None:
+        try:
+            action(self._stt_stream)
+        except Exception as exc:
+            self._stt_failed(StageFailure("stt", "error", _describe(exc)))
+
+    async def _run_transcripts(self, stream: STTStream) -> None:
+        try:
+            async for transcript in stream.results():
+                if self._end_reason is not None:
+                    return
+                self._on_transcript(transcript)
+        except Exception as exc:
+            failure = StageFailure("stt", "error", _describe(exc))
+        else:
+            failure = StageFailure("stt", "error", "its results ended before the call did")
+        if stream is self._stt_stream:
+            self._stt_failed(failure)
+
+    def _stt_failed(self, failure: StageFailure) -> None:
+        """The recogniser stream failed: replace it (once at a time); the call goes on."""
+        if self._end_reason is None and not self._stt_replacing:
+            self._stt_replacing = True
+            self._spawn(self._replace_stt(failure))
+
+    async def _replace_stt(self, failure: StageFailure) -> None:
+        old = self._stt_stream
+        if self._transcripts is not None and self._transcripts is not asyncio.current_task():
+            self._transcripts.cancel()
+        await _close_stt(old)
+        stream: STTStream | None = None
+        while stream is None:
+            if self._stt_restarted_at is not None:
+                wait = self._stt_restarted_at + STT_RESTART_INTERVAL_S - self._now()
+                await asyncio.sleep(max(0.0, wait))
+            self._stt_restarted_at = self._now()
+            try:
+                stream = self._stages.stt.open_stream()
+            except Exception as exc:
+                log.warning("call %s: no new recogniser stream: %s", self.call_id, _describe(exc))
+        self._stt_stream = stream
+        self._stt_replacing = False
+        self._transcripts = self._spawn(self._run_transcripts(stream))
+        if self._expected is not None:
+            self._hint_stt()
+        if self._awaiting_final:
+            self._end_utterance_without_final(failure)
+        elif self._turns.speaking:
+            self._note_failure(failure, "a new recogniser stream hears the rest of the utterance")
+            self._tell_stt(lambda stream: stream.speech_started())
+            self._utterance_lost = failure
+        else:
+            self._note_failure(failure, "a new recogniser stream replaces it; nothing was lost")
+
+    def _on_final_timeout(self) -> None:
+        """The final transcript is late: the partial stands in, or the words are lost."""
+        limit = self.policy.stt_final_timeout_ms / 1000
+        self._end_utterance_without_final(
+            StageFailure("stt", "timeout", f"no final transcript within {limit:g} s")
+        )
+
+    def _end_utterance_without_final(self, failure: StageFailure) -> None:
+        if self._utterance_text():
+            self._note_failure(failure, "the partial transcript stands in")
+            self._complete_utterance()
+        else:
+            self._note_failure(failure, "the utterance's words are lost")
+            self._complete_utterance(lost=failure)
 
     def _on_transcript(self, transcript: Transcript) -> None:
         if transcript.text.strip():
@@ -381,10 +488,12 @@ class Call(CallProgress):
         elif words >= policy.barge_in_min_words:
             self._interrupt()
 
-    def _complete_utterance(self) -> None:
-        """The caller's utterance is over and transcribed: a turn, a resume, or nothing."""
+    def _complete_utterance(self, lost: StageFailure | None = None) -> None:
+        """The caller's utterance is over and transcribed: a turn, a resume, or nothing; or,
+        when the recogniser failed (`lost`) and no words came, the fallback line."""
         self._cancel_timer("final")
         self._awaiting_final = False
+        lost, self._utterance_lost = lost or self._utterance_lost, None
         text = self._utterance_text()
         self._finals.clear()
         self._partial = ""
@@ -404,7 +513,12 @@ class Call(CallProgress):
                 return
             self._interrupt()
         if not text:
-            self._arm_no_input()
+            if lost is None:
+                self._arm_no_input()
+            else:
+                self._start_reply(
+                    TurnKind.SPEECH, input_ended_at=self._speech_ended_at, failure=lost
+                )
             return
         self._history.append(HistoryEntry(Speaker.CALLER, text))
         self._start_reply(TurnKind.SPEECH, text=text, input_ended_at=self._speech_ended_at)
@@ -504,8 +618,18 @@ class Call(CallProgress):
     # --- replies -----------------------------------------------------------------------
 
     def _start_reply(
-        self, kind: TurnKind, *, input_ended_at: float, text: str = "", dtmf: str = ""
+        self,
+        kind: TurnKind,
+        *,
+        input_ended_at: float,
+        text: str = "",
+        dtmf: str = "",
+        failure: StageFailure | None = None,
     ) -> None:
+        """Ask the agent for a reply to this turn; or, when a stage already failed it, say the
+        fallback line."""
+        if self._handed_off:
+            return
         if self._speaking is not None:
             self._interrupt()
         self._cancel_timer("no_input")
@@ -516,47 +640,120 @@ class Call(CallProgress):
         turn = UserTurn(kind, text, dtmf, tuple(self._history), self._generation)
         record = TurnRecord(kind, text, dtmf, self._generation, input_ended_at)
         self._turn_records.append(record)
-        self._spawn(self._run_reply(turn, reply))
+        if failure is None:
+            self._spawn(self._run_reply(turn, reply))
+        else:
+            self._spawn(self._fall_back(reply, failure))
 
     async def _run_reply(self, turn: UserTurn, reply: ReplyLedger) -> None:
-        """Stream the agent's reply through TTS into the outbound queue, actions in order."""
-        gen = reply.generation
-        parts = self._stages.agent.respond(turn)
-        actions: list[AgentAction] = []
-        exhausted = False
+        """Stream the agent's reply through TTS into the outbound queue, actions in order.
 
-        async def text_until_action() -> AsyncIterator[str]:
-            nonlocal exhausted
-            async for part in parts:
-                if isinstance(part, str):
-                    yield part
-                elif isinstance(part, AgentStatus):
-                    if gen == self._generation:
-                        self._notify(part)
-                elif isinstance(part, ExpectSpeech):
-                    if gen == self._generation:
-                        self._stt_stream.expect(part.phrases)
-                else:
-                    actions.append(part)
-                    return
-            exhausted = True
+        Each wait on a stage is bounded by the turn policy: the agent's next part, and the
+        synthesiser's audio once it has text to speak (or its text has ended). A stage that
+        raises, overruns or returns audio in another format ends the reply with the fallback
+        line.
+        """
+        gen = reply.generation
+        loop = asyncio.get_running_loop()
+        agent_s = self.policy.agent_timeout_ms / 1000
+        tts_s = self.policy.tts_timeout_ms / 1000
+        actions: list[AgentAction] = []
+        exhausted = text_ended = False
+        failure: StageFailure | None = None
+        owed_since: float | None = None
+        """When the synthesiser was given text, or its text ended, with no audio since."""
+        watch: asyncio.Timeout | None = None
+        """The bound on the current wait for audio, moved as text is given."""
+
+        def owe() -> None:
+            nonlocal owed_since
+            if owed_since is None:
+                owed_since = loop.time()
+                if watch is not None and watch.when() is None:
+                    watch.reschedule(owed_since + tts_s)
+
+        async def text_until_action(parts: AsyncIterator[ReplyPart]) -> AsyncIterator[str]:
+            nonlocal exhausted, text_ended, failure
+            try:
+                while True:
+                    try:
+                        async with asyncio.timeout(agent_s):
+                            part = await anext(parts)
+                    except StopAsyncIteration:
+                        exhausted = True
+                        return
+                    if isinstance(part, str):
+                        if part.strip():
+                            owe()
+                        yield part
+                    elif isinstance(part, AgentStatus):
+                        if gen == self._generation:
+                            self._notify(part)
+                    elif isinstance(part, ExpectSpeech):
+                        if gen == self._generation:
+                            self._expected = part.phrases
+                            self._hint_stt()
+                    else:
+                        actions.append(part)
+                        return
+            except TimeoutError:
+                failure = StageFailure("agent", "timeout", f"no reply part within {agent_s:g} s")
+                exhausted = True
+            except Exception as exc:
+                failure = StageFailure("agent", "error", _describe(exc))
+                exhausted = True
+            finally:
+                text_ended = True
+                owe()
 
         try:
-            while not exhausted:
-                speech = self._stages.tts.synthesize(text_until_action())
+            parts = self._stages.agent.respond(turn)
+        except Exception as exc:
+            failure = StageFailure("agent", "error", _describe(exc))
+            self._note_failure(failure, "the caller hears the fallback line")
+            await self._fall_back(reply, failure)
+            return
+        try:
+            while not exhausted and failure is None:
+                owed_since, text_ended = None, False
+                speech = self._stages.tts.synthesize(text_until_action(parts))
                 try:
-                    async for chunk in speech:
+                    while True:
+                        deadline: float | None = None if owed_since is None else owed_since + tts_s
+                        try:
+                            async with asyncio.timeout_at(deadline) as watch:
+                                chunk = await anext(speech)
+                        except StopAsyncIteration:
+                            break
+                        finally:
+                            watch = None
                         if gen != self._generation:
                             return
+                        wrong = self._wrong_speech(chunk)
+                        if wrong is not None:
+                            failure = failure or StageFailure("tts", "garbage", wrong)
+                            break
+                        owed_since = loop.time() if text_ended else None
                         self._enqueue_speech(reply, chunk)
+                except TimeoutError:
+                    failure = failure or StageFailure(
+                        "tts", "timeout", f"no audio within {tts_s:g} s of its text"
+                    )
+                except Exception as exc:
+                    failure = failure or StageFailure("tts", "error", _describe(exc))
                 finally:
                     await aclose(speech)
                 if gen != self._generation:
                     return
-                if actions:
+                if actions and failure is None:
                     self._flush_speech(reply)
                     self._pending.extend(_ActionItem(gen, action) for action in actions)
                     actions.clear()
+            if failure is not None:
+                self._note_failure(failure, "the caller hears the fallback line")
+                await self._fall_back(reply, failure)
+                return
+            self._failures = 0
             self._finish_reply_audio(reply)
         except Exception:
             log.exception("call %s: reply %d failed", self.call_id, gen)
@@ -565,11 +762,77 @@ class Call(CallProgress):
         finally:
             await aclose(parts)
 
-    def _enqueue_speech(self, reply: ReplyLedger, chunk: SpeechChunk) -> None:
-        if chunk.audio.format != self._stages.tts.output_format:
-            raise ValueError(
-                f"TTS declared {self._stages.tts.output_format} but produced {chunk.audio.format}"
+    def _wrong_speech(self, chunk: object) -> str | None:
+        """Why a synthesiser's chunk cannot be played, or None when it can."""
+        expected = self._stages.tts.output_format
+        if not isinstance(chunk, SpeechChunk) or not isinstance(chunk.audio, AudioChunk):
+            return f"it produced {type(chunk).__name__}, not speech"
+        if not isinstance(chunk.audio.data, bytes | bytearray | memoryview):
+            return f"its audio is {type(chunk.audio.data).__name__}, not bytes"
+        if chunk.audio.format != expected:
+            return f"it declared {expected} but produced {chunk.audio.format}"
+        return None
+
+    async def _fall_back(self, reply: ReplyLedger, failure: StageFailure) -> None:
+        """End `reply` with the fallback line in place of what failed; after `limit` failures
+        in a row, with the hand-off line and the hand-off."""
+        gen = reply.generation
+        self._failures += 1
+        fallback = self.fallback
+        handoff = 0 < fallback.limit <= self._failures
+        for record in reversed(self._turn_records):
+            if record.generation == gen:
+                record.failure = str(failure)
+                break
+        text = fallback.handoff_say if handoff else fallback.say
+        frames = await self._line_frames(text)
+        if gen != self._generation:
+            return
+        if handoff:
+            log.warning(
+                "call %s: %d stage failures in a row: handing off (%s)",
+                self.call_id,
+                self._failures,
+                fallback.handoff,
             )
+            self._handed_off = True
+        self._flush_speech(reply)
+        reply.add_text(text)
+        self._notify(AgentText(gen, text))
+        if frames is None:
+            log.warning("call %s: the fallback line was never rendered: not voiced", self.call_id)
+        else:
+            self._enqueue_frames(reply, frames)
+        if handoff:
+            self._pending.append(_ActionItem(gen, fallback.handoff))
+        self._finish_reply_audio(reply)
+
+    async def _prepare_lines(self) -> None:
+        """Render the fallback lines in this call's voice and format, unless already held."""
+        try:
+            await self._lines.prepare(
+                self._stages.tts, self.fallback.lines, self.media.outbound, self.media.frame_ms
+            )
+        except Exception as exc:
+            log.warning(
+                "call %s: the fallback lines could not be rendered: %s",
+                self.call_id,
+                _describe(exc),
+            )
+
+    async def _line_frames(self, text: str) -> Sequence[bytes] | None:
+        """A fallback line's frames, waiting (within the TTS bound) if they are being made."""
+        preparing = self._preparing
+        if preparing is not None and not preparing.done():
+            await asyncio.wait({preparing}, timeout=self.policy.tts_timeout_ms / 1000)
+        return self._lines.frames(text, self.media.outbound, self.media.frame_ms)
+
+    def _note_failure(self, failure: StageFailure, consequence: str) -> None:
+        """Log a stage failure once, with the call, and tell telemetry."""
+        log.warning("call %s: %s; %s", self.call_id, failure, consequence)
+        self._notify(StageFailed(failure.stage, failure.kind, self._generation))
+
+    def _enqueue_speech(self, reply: ReplyLedger, chunk: SpeechChunk) -> None:
         reply.add_text(chunk.text)
         if chunk.text:
             self._notify(AgentText(reply.generation, chunk.text))
@@ -578,7 +841,7 @@ class Call(CallProgress):
             self._pending.append(_MarkPoint(reply.generation, reply.audio_s, final=False))
         self._wake.set()
 
-    def _enqueue_frames(self, reply: ReplyLedger, frames: list[bytes]) -> None:
+    def _enqueue_frames(self, reply: ReplyLedger, frames: Sequence[bytes]) -> None:
         for frame in frames:
             reply.add_audio(self._frame_s)
             self._pending.append(_Frame(reply.generation, frame, reply.audio_s))
@@ -732,7 +995,11 @@ class Call(CallProgress):
             handle.cancel()
 
     def _arm_no_input(self) -> None:
-        if self.policy.no_input_timeout_ms > 0 and self._end_reason is None:
+        if (
+            self.policy.no_input_timeout_ms > 0
+            and self._end_reason is None
+            and not self._handed_off
+        ):
             self._set_timer("no_input", self.policy.no_input_timeout_ms / 1000, self._on_no_input)
 
     def _on_no_input(self) -> None:
@@ -743,10 +1010,11 @@ class Call(CallProgress):
         self._controls.append(HangUp("max_duration"))
         self._wake.set()
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _end(self, reason: str) -> None:
         """End the call once: keep what was heard, stop listening, release the stages."""
@@ -794,3 +1062,14 @@ class Call(CallProgress):
             history=self._history,
             generation=self._generation,
         )
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def _close_stt(stream: STTStream) -> None:
+    """Close a failed recogniser stream; whatever it does then is no longer our business."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(STT_RESTART_INTERVAL_S):
+            await stream.aclose()

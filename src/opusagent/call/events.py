@@ -163,8 +163,24 @@ class ReplyAudioEnd:
     generation: int
 
 
+@dataclass(frozen=True, slots=True)
+class StageFailed:
+    """A stage failed (`kind`: error, timeout or garbage) and the caller heard the fallback
+    line instead, or nothing was lost (a restarted recogniser between utterances)."""
+
+    stage: str
+    kind: str
+    generation: int
+
+
 CallNotice = (
-    CallerSpeech | CallerTranscript | AgentText | AgentStatus | ReplyLatency | ReplyAudioEnd
+    CallerSpeech
+    | CallerTranscript
+    | AgentText
+    | AgentStatus
+    | ReplyLatency
+    | ReplyAudioEnd
+    | StageFailed
 )
 
 CallOutput = AgentAudio | ClearPlayback | Mark | AgentAction | CallNotice

@@ -6,11 +6,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_BACKCHANNEL_WORDS = frozenset(
     {"mhm", "mm", "hmm", "uh-huh", "uh huh", "okay", "ok", "yeah", "yep", "right", "sure", "aha"}
+    | {"mm hmm", "mm-hmm", "m", "h"}
 )
+""""m" and "h": pocketsphinx's language model has no "mhm" and spells it "m h m", word by word
+in its partials."""
 
 
 class TurnPolicy(BaseModel):
-    """When the caller starts and ends a turn, and when the caller may interrupt the agent."""
+    """When the caller starts and ends a turn, when the caller may interrupt the agent, and how
+    long each stage may take before the caller hears the agent's fallback line."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -54,6 +58,24 @@ class TurnPolicy(BaseModel):
     )
     max_call_duration_s: float = Field(
         3600.0, gt=0, description="The call is hung up after this long."
+    )
+    stt_final_timeout_ms: int = Field(
+        2000,
+        gt=0,
+        description="Longest wait for the recogniser's final transcript after the caller "
+        "stops; then the partial is used, or with no words the fallback line is said.",
+    )
+    agent_timeout_ms: int = Field(
+        6000,
+        gt=0,
+        description="Longest wait for each part of the agent's reply (keep it above the agent "
+        "file's LLM timeout_s); then the fallback line is said.",
+    )
+    tts_timeout_ms: int = Field(
+        8000,
+        gt=0,
+        description="Longest wait for the synthesiser's audio once it has text to speak; "
+        "then the fallback line is said.",
     )
 
     def is_backchannel(self, text: str) -> bool:

@@ -131,7 +131,7 @@ class BenchCalls:
                 f"call {call_id} refused: the VAD is still loading (see /ready)",
                 code=TRY_AGAIN_LATER,
             )
-        agent = ScriptedAgent(_reply, part_delay_s=self._options.reply_delay_s)
+        agent = ScriptedAgent(_reply, part_delay_s=self._options.reply_delay_s, record_turns=False)
         stages = Stages(vad, self._stt, agent, self._tts)
         return Call(call_id, media, stages, send, policy=self._policy)
 

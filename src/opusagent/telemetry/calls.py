@@ -2,9 +2,9 @@
 
 A `CallWatch` wraps three things of one call, and nothing else: the bridge writer (it reads
 the notices the Call emits: caller speech, transcripts, the agent's state, reply latency, reply
-end), the agent (when each turn begins, its first text) and the synthesiser (first text in,
-first audio out). From these it counts the metrics and, as each turn ends, writes the turn's
-span with a child span per stage. Audio frames pass straight through.
+end, stage failures), the agent (when each turn begins, its first text) and the synthesiser
+(first text in, first audio out). From these it counts the metrics and, as each turn ends,
+writes the turn's span with a child span per stage. Audio frames pass straight through.
 
 Spans of a turn (each a child of the `turn` span, itself a child of the `call` span):
 `turn_detection` (end of speech to the VAD's end of turn), `stt` (end of turn to the final
@@ -33,6 +33,7 @@ from opusagent.call.events import (
     CallOutput,
     ReplyAudioEnd,
     ReplyLatency,
+    StageFailed,
 )
 from opusagent.call.stages import TTS, Agent, ReplyPart, SpeechChunk, TurnKind, UserTurn
 from opusagent.telemetry.logging import current_call
@@ -248,6 +249,8 @@ class CallWatch:
             case ReplyAudioEnd(generation=generation):
                 if turn is not None and turn.generation == generation:
                     self._close_turn(interrupted=False, now=now)
+            case StageFailed(stage=stage, kind=kind):
+                self._metrics.stage_failures.labels(stage, kind).inc()
             case _:
                 pass
 

@@ -87,6 +87,13 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.stage_failures = Counter(
+            "opusagent_stage_failures",
+            "Stage failures (stage: stt, agent, tts; kind: error, timeout, garbage), each "
+            "answered by the agent's fallback line or a new recogniser stream.",
+            ["stage", "kind"],
+            registry=registry,
+        )
         self.barge_ins = Counter(
             "opusagent_barge_ins",
             "Agent replies cut off by the caller (speech or keys) before they finished.",

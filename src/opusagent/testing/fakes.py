@@ -169,15 +169,20 @@ ReplyScript = Callable[[UserTurn], Sequence[ReplyPart] | str]
 
 
 class ScriptedAgent:
-    """Answers each turn from a function of the turn; records every turn it was given."""
+    """Answers each turn from a function of the turn; records every turn it was given, unless
+    `record_turns` is off (a long load test: each turn holds the whole history so far)."""
 
-    def __init__(self, script: ReplyScript, *, part_delay_s: float = 0.0) -> None:
+    def __init__(
+        self, script: ReplyScript, *, part_delay_s: float = 0.0, record_turns: bool = True
+    ) -> None:
         self._script = script
         self._part_delay_s = part_delay_s
+        self._record_turns = record_turns
         self.turns: list[UserTurn] = []
 
     async def respond(self, turn: UserTurn) -> AsyncIterator[ReplyPart]:
-        self.turns.append(turn)
+        if self._record_turns:
+            self.turns.append(turn)
         reply = self._script(turn)
         for part in [reply] if isinstance(reply, str) else reply:
             if self._part_delay_s:

@@ -36,6 +36,7 @@ from opusagent.call.events import (
     Mark,
     MarkAcknowledged,
 )
+from opusagent.call.fallback import Fallback
 from opusagent.call.stages import STT, TTS, VAD, Agent, HistoryEntry, Speaker
 from opusagent.call.turn_policy import TurnPolicy
 from opusagent.testing.fakes import FakeTTS, FakeVAD, ScriptedSTT, Utterance
@@ -190,10 +191,12 @@ def run_timeline(
     audio_format: AudioFormat = MULAW_8K,
     stt_final_delay_s: float = 0.0,
     recording: Path | None = None,
+    fallback: Fallback | None = None,
 ) -> TimelineResult:
     """Play `timeline` against a real Call with the given (or fake) stages, in virtual time.
 
-    With `recording`, the call is recorded there as a stereo WAV (caller left, agent right).
+    With `recording`, the call is recorded there as a stereo WAV (caller left, agent right);
+    `fallback` is what the call says when a stage fails (default: the built-in lines).
     """
 
     async def main() -> TimelineResult:
@@ -208,6 +211,7 @@ def run_timeline(
             audio_format=audio_format,
             stt_final_delay_s=stt_final_delay_s,
             recording=recording,
+            fallback=fallback,
         )
 
     return run_in_virtual_time(main)
@@ -226,6 +230,7 @@ async def play_timeline(
     stt_final_delay_s: float = 0.0,
     recording: Path | None = None,
     call_id: str = "timeline",
+    fallback: Fallback | None = None,
 ) -> TimelineResult:
     """Play `timeline` on the running loop; several may run at once, sharing stages."""
     provider = TwilioLikeProvider()
@@ -238,7 +243,7 @@ async def play_timeline(
     recorder = None
     if recording is not None:
         recorder = StereoRecorder(recording, stages.stt.input_format.sample_rate)
-    call = _connect(provider, call_id, stages, audio_format, marks, policy, recorder)
+    call = _connect(provider, call_id, stages, audio_format, marks, policy, recorder, fallback)
     started_at = asyncio.get_running_loop().time()
     await call.start()
     await _drive_caller(call, timeline, audio_format, provider, started_at)
@@ -287,10 +292,19 @@ def _connect(
     marks: bool,
     policy: TurnPolicy | None,
     recorder: StereoRecorder | None,
+    fallback: Fallback | None = None,
 ) -> Call:
     """A Call (not yet started) whose far end is `provider`."""
     media = CallMedia(inbound=fmt, outbound=fmt, marks=marks)
-    call = Call(call_id, media, stages, provider.send, policy=policy, recorder=recorder)
+    call = Call(
+        call_id,
+        media,
+        stages,
+        provider.send,
+        policy=policy,
+        recorder=recorder,
+        fallback=fallback,
+    )
     provider.call = call
     return call
 

@@ -4,32 +4,39 @@ When nothing is ready to run, the loop advances its clock straight to the next t
 10-minute call scripted on a timeline runs in a fraction of a second and every time it
 reports is exact. Code under test needs no changes: it just uses `loop.time()`, `call_at`,
 `asyncio.sleep` and friends as usual. Real I/O still works: ready file descriptors are
-served before time moves.
+served before time moves. Work handed to a thread (`run_in_executor`, `asyncio.to_thread`)
+takes no virtual time: the clock stands still until it is done, so a time limit never expires
+because a thread was slower in real time than the timers around it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import selectors
+from asyncio import Future
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from concurrent.futures import Executor
+from typing import Any, TypeVar, TypeVarTuple, Unpack
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
 class _JumpingSelector(selectors.DefaultSelector):
-    """Polls without blocking; when idle with a timeout, tells the loop to jump ahead."""
+    """Polls without blocking; when idle with a timeout, tells the loop to jump ahead (unless a
+    thread is working for the loop: then it waits, in real time, for that to finish)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.jump: Callable[[float], None] = lambda _seconds: None
+        self.threads_working: Callable[[], bool] = lambda: False
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         events = super().select(0)
         if events or timeout == 0:
             return events
-        if timeout is None:
-            # No timer is pending: only I/O (e.g. a worker thread finishing) can wake us.
+        if timeout is None or self.threads_working():
+            # Only I/O (e.g. a worker thread finishing) can wake us, or should.
             return super().select(None)
         self.jump(timeout)
         return []
@@ -40,12 +47,25 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def __init__(self) -> None:
         self._virtual_now = 0.0
+        self._threads = 0
         selector = _JumpingSelector()
         super().__init__(selector)
         selector.jump = self._jump
+        selector.threads_working = lambda: self._threads > 0
 
     def time(self) -> float:
         return self._virtual_now
+
+    def run_in_executor(
+        self, executor: Executor | None, func: Callable[[Unpack[Ts]], T], *args: *Ts
+    ) -> Future[T]:
+        future = super().run_in_executor(executor, func, *args)
+        self._threads += 1
+        future.add_done_callback(self._thread_done)
+        return future
+
+    def _thread_done(self, _future: Future[Any]) -> None:
+        self._threads -= 1
 
     def _jump(self, seconds: float) -> None:
         self._virtual_now += seconds

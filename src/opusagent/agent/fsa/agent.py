@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from opusagent.agent.fsa.audit import AuditEntry
 from opusagent.agent.fsa.controller import DROPPED, Controller, Outcome, Phrase, TurnInput
 from opusagent.agent.fsa.state import AgentState, Line
 from opusagent.agent.llm.phrasing import PhrasedReply, Phraser
 from opusagent.agent.tools.registry import ToolContext
 from opusagent.bridges.twilio_rest import TwilioRest
-from opusagent.call.events import CONNECTION_LOST, AgentStatus
+from opusagent.call.events import CONNECTION_LOST, AgentStatus, HangUp, Transfer
+from opusagent.call.fallback import (
+    DEFAULT_GOODBYE_SAY,
+    DEFAULT_TRANSFER_SAY,
+    HANDOFF_REASON,
+    Fallback,
+)
 from opusagent.call.stages import ExpectSpeech, HistoryEntry, ReplyPart, TurnKind, UserTurn
 
 log = logging.getLogger(__name__)
@@ -72,6 +80,19 @@ class FsaAgent:
         return self._state
 
     @property
+    def fallback(self) -> Fallback:
+        """What the call says when a stage fails, and its hand-off, from the agent file."""
+        spec = self.controller.spec
+        target = spec.fallback_transfer
+        default_say = DEFAULT_TRANSFER_SAY if target else DEFAULT_GOODBYE_SAY
+        return Fallback(
+            say=spec.fallback_say,
+            limit=spec.fallback_limit,
+            handoff_say=spec.fallback_handoff_say or default_say,
+            handoff=Transfer(target, HANDOFF_REASON) if target else HangUp(HANDOFF_REASON),
+        )
+
+    @property
     def tool_context(self) -> ToolContext:
         """What this conversation's tools are given (the slots and context are the turn's)."""
         return self._tool_context
@@ -88,7 +109,11 @@ class FsaAgent:
         decided = TurnInput(
             turn.kind, turn.text, turn.dtmf, event=event, generation=turn.generation
         )
-        outcome = await self.controller.decide(self._state, decided, self._tool_context)
+        try:
+            outcome = await self.controller.decide(self._state, decided, self._tool_context)
+        except BaseException as exc:
+            self._record_failure(turn, exc)
+            raise
         if turn.generation < self._latest:
             return  # a newer turn began while this one was decided: it never happened
         self._record_history(outcome.state, turn.history)
@@ -134,6 +159,27 @@ class FsaAgent:
         finally:
             if self._phrasing is reply:
                 self._phrasing = None
+
+    def _record_failure(self, turn: UserTurn, exc: BaseException) -> None:
+        """A turn that was never decided (it raised, or the call gave up waiting) still goes on
+        the record, with the conversation so far; the state stays where it was."""
+        state = self._state
+        self._record_history(state, turn.history)
+        state.turn += 1
+        cancelled = isinstance(exc, asyncio.CancelledError)
+        decision = "abandoned (no decision in time)" if cancelled else f"failed ({exc!r})"
+        state.audit.append(
+            AuditEntry(
+                turn=state.turn,
+                generation=turn.generation,
+                kind=turn.kind.value,
+                text=turn.text,
+                dtmf=turn.dtmf,
+                state_before=state.state,
+                decision=decision,
+                state_after=state.state,
+            )
+        )
 
     def _record_history(self, state: AgentState, history: tuple[HistoryEntry, ...]) -> None:
         new = history[self._seen_history :]

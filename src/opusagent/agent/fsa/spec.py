@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from opusagent.agent.nlu.slots import SlotKind, SlotRules
+from opusagent.call.fallback import DEFAULT_FALLBACK_LIMIT, DEFAULT_FALLBACK_SAY
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -247,6 +248,31 @@ class AgentSpec(_Spec):
         description="Said instead of the greeting when a dropped call resumes.",
     )
     max_retries: int = Field(2, ge=0)
+    fallback_say: str = Field(
+        DEFAULT_FALLBACK_SAY,
+        min_length=1,
+        description="Said when a stage fails (the recogniser, the agent or its LLM, the "
+        "synthesiser raises, hangs or returns garbage), instead of silence. Rendered when the "
+        "call starts, so a synthesiser that dies mid-call still says it.",
+    )
+    fallback_limit: int = Field(
+        DEFAULT_FALLBACK_LIMIT,
+        ge=0,
+        description="Stage failures in a row after which the call is handed off: transferred "
+        "to fallback_transfer, else ended politely; 0: never.",
+    )
+    fallback_transfer: str | None = Field(
+        None,
+        min_length=1,
+        description="Where the hand-off transfers the caller (a number, SIP URI or queue, as "
+        "the transfer tool's target); none: the call ends with a goodbye.",
+    )
+    fallback_handoff_say: str | None = Field(
+        None,
+        min_length=1,
+        description="Said before the hand-off; default: a line saying the caller is put "
+        "through (with fallback_transfer) or asked to call again.",
+    )
     on_drop: list[ToolCallSpec] = Field(
         default_factory=list,
         description="Tools run when the caller's connection is lost mid-call (e.g. text them "
