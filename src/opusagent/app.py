@@ -30,7 +30,9 @@ from opusagent.agent.nlu.embeddings import MiniLMEmbedder
 from opusagent.bridges.twilio_rest import TwilioRest, rest_from_settings
 from opusagent.config import Settings
 from opusagent.drain import REFUSAL_MESSAGE, RETRY_AFTER_S, DrainGate, drain
+from opusagent.limits import BusyWebhooks, LimitCounts, MessageSizeLimit, RestRateLimit
 from opusagent.readiness import Loader, Readiness
+from opusagent.security import AccessGate, log_access, refused_endpoints
 from opusagent.serving import CallMaker, mount_bridges
 from opusagent.sessions import store_from_settings
 from opusagent.sessions.calls import RecordsHolder
@@ -68,6 +70,7 @@ def create_app(
     telemetry = telemetry or telemetry_from_settings(settings)
     metrics = telemetry.metrics
     metrics.draining.set_function(lambda: float(readiness.draining))
+    limit_counts = LimitCounts(metrics.registry)
     catalog = None
     llm = None
     twilio = twilio or rest_from_settings(settings.bridges)
@@ -93,7 +96,7 @@ def create_app(
             loaders["nlu"] = functools.partial(_load_embeddings, catalog)
         loaders["records"] = records.open
     calls = (
-        CallMaker(settings, voice, catalog, store, records, links, telemetry)
+        CallMaker(settings, voice, catalog, store, records, links, telemetry, limit_counts)
         if catalog is not None
         else None
     )
@@ -102,6 +105,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if calls is not None:
+            log_access(settings)
         readiness.start()
         loop_lag = LoopLagMonitor(metrics)
         loop_lag.start()
@@ -146,7 +151,24 @@ def create_app(
 
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    limits = settings.limits
+    app.add_middleware(MessageSizeLimit, max_bytes=limits.max_message_bytes, counts=limit_counts)
+    if calls is not None:
+        app.add_middleware(
+            BusyWebhooks,
+            max_calls=limits.max_calls,
+            in_progress=calls.live.__len__,
+            counts=limit_counts,
+        )
     app.add_middleware(DrainGate, readiness=readiness, refusal=_draining_refusal())
+    app.add_middleware(
+        RestRateLimit,
+        limits=limits,
+        api_key=settings.bridges.api_key,
+        counts=limit_counts,
+        respond=error_response,
+    )
+    app.add_middleware(AccessGate, refused=refused_endpoints(settings), respond=error_response)
     app.add_middleware(UnhandledErrorMiddleware)
     mount_metrics(app, metrics)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -31,6 +32,8 @@ TtsEngine = Literal["piper", "flite", "espeak"]
 LlmProvider = Literal["openai", "azure", "anthropic"]
 LogFormat = Literal["auto", "json", "console"]
 Backend = Literal["pipeline", "realtime"]
+EndpointName = Literal["twilio", "audiocodes", "acs", "telnyx", "vonage", "browser", "chat", "api"]
+"""The groups of routes a credential protects (see `opusagent.security`)."""
 
 
 class BridgeSettings(BaseModel):
@@ -76,6 +79,53 @@ class BridgeSettings(BaseModel):
         None,
         description="Bearer token expected in the 'Authorization' header a Vonage NCCO sets on "
         "the websocket endpoint; unset accepts any.",
+    )
+    allow_unauthenticated: list[EndpointName] = Field(
+        default_factory=list,
+        description="Endpoints served without their credential even in production, e.g. "
+        '["browser", "chat"] (twilio, audiocodes, acs, telnyx, vonage, browser, chat, api: the '
+        "REST API and dashboard data). In production the others refuse every request until "
+        "their credential is set; in development every endpoint is open, with a warning.",
+    )
+
+
+class LimitSettings(BaseModel):
+    """What one connection, one client or the whole instance may ask of the server."""
+
+    model_config = {"extra": "forbid", "frozen": True}
+
+    max_message_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        description="Largest WebSocket message taken (text counted in characters); a larger "
+        "one closes its connection with code 1009 (the call stays resumable).",
+    )
+    max_audio_rate: float = Field(
+        1.5,
+        gt=1.0,
+        description="Caller audio a connection may send, in times real time; faster beyond "
+        "audio_burst_s is a flood: the connection is cut with code 1008.",
+    )
+    audio_burst_s: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds of caller audio a connection may send ahead of max_audio_rate "
+        "(network jitter, a reconnect catching up) before it counts as a flood.",
+    )
+    max_calls: int = Field(
+        500,
+        ge=1,
+        description="Calls in progress on this instance; more are refused with the provider's "
+        'busy answer (Twilio webhooks: <Reject reason="busy"/>; streams: close code 1013).',
+    )
+    rest_requests_per_s: float = Field(
+        10.0,
+        gt=0,
+        description="REST and dashboard requests per second per API key (or, without a valid "
+        "key, per client address); more are answered 429 with Retry-After.",
+    )
+    rest_burst: int = Field(
+        50, ge=1, description="REST requests a client may make at once above that rate."
     )
 
 
@@ -258,6 +308,10 @@ class Settings(BaseSettings):
         default_factory=BridgeSettings,
         description="Telephony providers: public URL, API key and per-provider credentials.",
     )
+    limits: LimitSettings = Field(
+        default_factory=LimitSettings,
+        description="Message size, audio rate, concurrent calls and REST request rate.",
+    )
     backend: Backend = Field(
         "pipeline",
         description="How calls are voiced: pipeline (VAD, STT, the agent, TTS; offline) or "
@@ -401,12 +455,50 @@ def settings_table(
     return rows
 
 
+SECRET_SUFFIXES = ("_token", "_key", "_secret", "_password")
+"""Settings with these name endings hold secrets."""
+MASK = "***"
+
+
 def current_value(settings: BaseModel, row: SettingRow) -> str:
-    """The value `settings` holds for the setting described by `row`, formatted for a table."""
+    """The value `settings` holds for the setting described by `row`, formatted for a table;
+    secrets (and the passwords inside URLs) are masked."""
+    value = _value_at(settings, row.path)
+    if value is not None and row.path[-1].endswith(SECRET_SUFFIXES):
+        return MASK
+    text = format_value(value)
+    password = _password_of(text)
+    return text.replace(password, MASK) if password else text
+
+
+def secret_values(settings: BaseModel) -> list[str]:
+    """Every secret `settings` holds: keys and tokens, and the passwords inside URLs."""
+    secrets: list[str] = []
+    for row in settings_table(type(settings)):
+        value = _value_at(settings, row.path)
+        if not isinstance(value, str):
+            continue
+        if row.path[-1].endswith(SECRET_SUFFIXES):
+            secrets.append(value)
+        elif password := _password_of(value):
+            secrets.append(password)
+    return secrets
+
+
+def _value_at(settings: BaseModel, path: tuple[str, ...]) -> Any:
     value: Any = settings
-    for name in row.path:
+    for name in path:
         value = getattr(value, name)
-    return format_value(value)
+    return value
+
+
+def _password_of(text: str) -> str | None:
+    if "://" not in text:
+        return None
+    try:
+        return urlsplit(text).password
+    except ValueError:
+        return None
 
 
 def type_name(annotation: Any) -> str:

@@ -37,8 +37,10 @@ from opusagent.bridges.twilio_sms import mount_twilio_sms
 from opusagent.bridges.vonage import mount_vonage
 from opusagent.call.call import Call, SendOutput, Stages
 from opusagent.call.events import CallMedia
+from opusagent.call.fallback import SpokenLines
 from opusagent.call.stages import Agent
 from opusagent.config import Settings
+from opusagent.limits import LimitCounts, MeteredCall
 from opusagent.realtime.call import RealtimeCall, realtime_options
 from opusagent.sessions.calls import CallSession, RecordsGetter, parse_format
 from opusagent.sessions.links import Links
@@ -60,7 +62,8 @@ class NotReadyError(RuntimeError):
 
 
 class CallRefusedError(StreamRefusedError):
-    """A call arrived while the server drains (see `opusagent.drain`)."""
+    """A call arrived while the server drains (see `opusagent.drain`) or is full
+    (`limits.max_calls`)."""
 
 
 def call_context(call_id: str, params: Mapping[str, str]) -> dict[str, Any]:
@@ -86,9 +89,11 @@ class CallMaker:
         records: RecordsGetter,
         links: Links,
         telemetry: Telemetry | None = None,
+        limit_counts: LimitCounts | None = None,
     ) -> None:
         self._settings = settings
         self._telemetry = telemetry
+        self._limit_counts = limit_counts
         self._taking_calls = True
         self.live = LiveCalls()
         """The calls in progress, listed from when they are made until they are recorded."""
@@ -98,6 +103,8 @@ class CallMaker:
         self.store = store
         self._records = records
         self._endings: set[asyncio.Task[None]] = set()
+        self._lines = SpokenLines()
+        """The agents' fallback lines in the process's voice, rendered by the first call."""
 
     def agent(self, call_id: str, params: Mapping[str, str]) -> Agent:
         """A new agent for one text conversation (`UnknownAgentError` names the agents)."""
@@ -106,8 +113,20 @@ class CallMaker:
         )
 
     def for_bridge(self, bridge: str) -> CallFactory:
-        """The call factory of one bridge (its name goes on the session and the record)."""
-        return functools.partial(self.make, bridge)
+        """The call factory of one bridge (its name goes on the session and the record); each
+        call's caller audio is metered against floods (`limits.MeteredCall`)."""
+
+        def make(
+            call_id: str, media: CallMedia, send: SendOutput, params: Mapping[str, str]
+        ) -> MeteredCall:
+            call = self.make(bridge, call_id, media, send, params)
+            return MeteredCall(call, self._settings.limits, functools.partial(self._flood, bridge))
+
+        return make
+
+    def _flood(self, bridge: str) -> None:
+        if self._limit_counts is not None:
+            self._limit_counts.hit("audio_flood", bridge)
 
     def make(
         self,
@@ -122,6 +141,16 @@ class CallMaker:
             self._refused(bridge, "draining")
             raise CallRefusedError(
                 f"call {call_id} refused: this server is stopping; call again",
+                code=TRY_AGAIN_LATER,
+            )
+        max_calls = self._settings.limits.max_calls
+        if len(self.live) >= max_calls:
+            self._refused(bridge, "busy")
+            if self._limit_counts is not None:
+                self._limit_counts.hit("busy", bridge)
+            raise CallRefusedError(
+                f"call {call_id} refused: {len(self.live)} calls in progress, the most this "
+                f"server takes (limits.max_calls {max_calls}); call again",
                 code=TRY_AGAIN_LATER,
             )
         if self._settings.backend == "realtime":
@@ -149,6 +178,8 @@ class CallMaker:
             live.watching(send),
             policy=self._settings.turn,
             recorder=recorder,
+            fallback=agent.fallback,
+            lines=self._lines,
         )
         if watch is not None:
             # Only now: the call's first stage tasks (e.g. the VAD's) must not inherit it.

@@ -244,6 +244,9 @@ class _Session:
         else:
             try:
                 self._call.handle(meaning)
+            except StreamRefusedError as exc:  # e.g. a flood of audio (`limits.MeteredCall`)
+                await self._refuse(exc)
+                return False
             except Exception:
                 log.exception("call %s: failed to handle %s", self._call.call_id, meaning)
         return True

@@ -15,16 +15,13 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Protocol, TextIO
-from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.logging import RichHandler
 
-from opusagent.config import Settings
+from opusagent.config import Settings, secret_values
 
 REDACTED = "***"
-SECRET_SUFFIXES = ("_token", "_key", "_secret", "_password")
-"""Bridge settings with these name endings hold secrets."""
 MIN_REDACTED_LENGTH = 3
 """Shorter values (a yes, a one-digit choice) are not hidden: they would blank out the line."""
 
@@ -175,21 +172,5 @@ def _format_of(settings: Settings) -> str:
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    """Every secret the settings hold: keys and tokens, and the passwords inside URLs."""
-    secrets = [
-        value
-        for name, value in settings.bridges
-        if isinstance(value, str) and name.endswith(SECRET_SUFFIXES)
-    ]
-    for url in (settings.redis_url, settings.database_url):
-        password = _password_of(url) if url else None
-        if password:
-            secrets.append(password)
-    return secrets
-
-
-def _password_of(url: str) -> str | None:
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
+    """Every secret the settings hold (every group's keys and tokens, passwords in URLs)."""
+    return secret_values(settings)
