@@ -53,7 +53,8 @@ async def test_our_side_of_the_comparison_answers_every_turn_of_one_call(
 
     assert result["calls"]["succeeded"] == 1
     assert result["turns"]["answered"] == result["turns"]["count"] >= 1
-    assert result["latency_ms"]["p50"] >= SILENCE_MS
+    # The server places the end of speech by level, to 5 ms; the load tool by 20 ms frame.
+    assert result["latency_ms"]["p50"] >= SILENCE_MS - 20
     assert result["server"]["rss_per_call_mb"] is not None
     table = bench.count_table(1, {"ours": result, "Pipecat": result}, SILENCE_MS, "Pipecat")
     printed = Console(width=200, record=True)

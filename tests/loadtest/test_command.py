@@ -47,7 +47,8 @@ def test_the_command_measures_a_bench_server(speak: Speak, tmp_path: Path) -> No
     summary = json.loads((out / "loadtest.json").read_text())
     assert summary["calls"]["success_rate"] == 1.0
     assert summary["turns"] == {"count": 2, "answered": 2, "missed": 0, "early": 0}
-    assert all(200 < ms < 1000 for ms in summary["latencies_ms"])
+    # 200 ms of silence, less the server placing the end of speech within the tool's last frame
+    assert all(180 < ms < 1000 for ms in summary["latencies_ms"])
     assert summary["server"]["pid"] == server.pid and summary["server"]["cpu_s"] > 0
     png = (out / "latency.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (800, 450)
