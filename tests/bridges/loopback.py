@@ -8,6 +8,7 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import uvicorn
@@ -58,8 +59,16 @@ def echo(turn: UserTurn) -> str:
     return f"You said {turn.text or turn.dtmf}."
 
 
-class _CountingStream:
-    def __init__(self, inner: STTStream, counter: CountingSTT) -> None:
+class HeardSamples(Protocol):
+    """What counts the caller audio a stream was given."""
+
+    samples: int
+
+
+class CountingStream:
+    """An STT stream that passes everything to `inner` and counts the samples pushed."""
+
+    def __init__(self, inner: STTStream, counter: HeardSamples) -> None:
         self._inner = inner
         self._counter = counter
 
@@ -92,8 +101,8 @@ class CountingSTT(ScriptedSTT):
     def seconds(self) -> float:
         return self.samples / self.input_format.sample_rate
 
-    def open_stream(self) -> _CountingStream:  # type: ignore[override]
-        return _CountingStream(super().open_stream(), self)
+    def open_stream(self) -> CountingStream:  # type: ignore[override]
+        return CountingStream(super().open_stream(), self)
 
 
 @dataclass

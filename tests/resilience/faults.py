@@ -7,12 +7,12 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Literal
 
+from bridges.loopback import CountingStream
 from opusagent.audio.formats import AudioChunk, AudioFormat, Encoding
 from opusagent.call.stages import (
     TTS,
     Agent,
     ReplyPart,
-    Samples,
     SpeechChunk,
     STTStream,
     Transcript,
@@ -98,23 +98,12 @@ class FaultyTTS:
             yield chunk
 
 
-class _FaultyStream:
+class _FaultyStream(CountingStream):
+    """Counts like `CountingStream`; its results break on the owner's trigger."""
+
     def __init__(self, inner: STTStream, owner: FaultySTT) -> None:
-        self._inner = inner
+        super().__init__(inner, owner)
         self._owner = owner
-
-    def push(self, samples: Samples) -> None:
-        self._owner.samples += len(samples)
-        self._inner.push(samples)
-
-    def speech_started(self) -> None:
-        self._inner.speech_started()
-
-    def speech_ended(self) -> None:
-        self._inner.speech_ended()
-
-    def expect(self, phrases: Sequence[str] | None) -> None:
-        self._inner.expect(phrases)
 
     async def results(self) -> AsyncIterator[Transcript]:
         async for transcript in self._inner.results():
@@ -123,9 +112,6 @@ class _FaultyStream:
                     raise BrokenStageError("the recogniser broke")
                 continue  # "hang": the words never come out
             yield transcript
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 class FaultySTT:
